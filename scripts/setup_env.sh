@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) with pinned torch, the fairseq fork and our
+# dependencies, and installs this package in editable mode. Idempotent.
+#   scripts/setup_env.sh          runtime only
+#   scripts/setup_env.sh --test   plus pytest, hypothesis, triton
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+"$PY" -c 'import sys; assert sys.version_info[:2] >= (3, 9), sys.version' \
+  || { echo "setup_env: need Python >= 3.9 (3.11 recommended)" >&2; exit 1; }
+stamp=.venv/.wce_installed
+want=$(cat requirements.txt requirements-test.txt setup.py scripts/setup_env.sh | sha1sum | cut -c1-12)
+test_flag=${1:-}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $("$PY" --version)"
+  "$PY" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] installing torch==2.13.0 (CPU), ve-fairseq==0.12.3 (no torchaudio), requirements.txt"
+  "${PIP[@]}" install torch==2.13.0
+  # The fork declares torchaudio, which would pull a different torch build:
+  # install it without dependencies and list its real ones in requirements.txt.
+  "${PIP[@]}" install --no-deps ve-fairseq==0.12.3
+  "${PIP[@]}" install -r requirements.txt
+  "${PIP[@]}" install --no-deps --no-build-isolation -e .
+  rm -f .venv/.wce_test
+  echo "$want" > "$stamp"
+fi
+if [ "$test_flag" = "--test" ] && [ ! -f .venv/.wce_test ]; then
+  echo "[setup] installing test requirements (pytest, hypothesis, triton)"
+  "${PIP[@]}" install -r requirements-test.txt
+  touch .venv/.wce_test
+fi
+.venv/bin/python -c "import torch, fairseq, wce_fairseq; print('[setup] torch', torch.__version__, '| fairseq', fairseq.__version__, '| wce_fairseq', wce_fairseq.__version__)"

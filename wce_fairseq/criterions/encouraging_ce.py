@@ -1,0 +1,234 @@
+"""``--criterion encouraging_ce``: label-smoothed cross-entropy plus the
+encouraging bonus (SPEC §2–3), a drop-in for ``label_smoothed_cross_entropy``."""
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq import utils
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+)
+from fairseq.dataclass import ChoiceEnum
+from fairseq.logging import metrics
+
+from ..functional import encouraging_loss_parts, resolve_impl
+from ..ops.bonus import BONUS_SHAPES, BonusSpec
+from ..registry import register_once
+from ..schedule import SCHEDULE_UNITS, SCHEDULES, BonusSchedule
+
+EL_IMPLS = ("auto", "reference", "chunked", "triton")
+
+
+@dataclass
+class EncouragingCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    bonus: ChoiceEnum(BONUS_SHAPES) = field(
+        default="log",
+        metadata={"help": "bonus shape B(p): log = conservative log(1-p) (the paper's), power = -p^gamma, "
+                          "cos = cos(pi p)-1, none = plain label-smoothed CE"},
+    )
+    log_end: float = field(
+        default=0.5,
+        metadata={"help": "LE in (0, 1]: the log bonus follows log(1-p) up to p = LE and its tangent line "
+                          "after it; 1 = unbounded log, clamped at 1-p = 1e-5 (paper: 0.5 for translation)"},
+    )
+    bonus_weight: float = field(
+        default=1.0, metadata={"help": "rho >= 0: weight of the bonus term (before the schedule)"}
+    )
+    bonus_gamma: Optional[float] = field(
+        default=None, metadata={"help": "gamma > 0 of the power bonus -p^gamma (required with --bonus power)"}
+    )
+    bonus_start: float = field(
+        default=0.0,
+        metadata={"help": "s in [0, 1): no bonus below p = s, B(p) - B(s) above (continuous at s)"},
+    )
+    bonus_smoothing: Optional[float] = field(
+        default=None,
+        metadata={"help": "lambda in [0, 1): label smoothing of the bonus target; unset = --label-smoothing"},
+    )
+    bonus_schedule: ChoiceEnum(SCHEDULES) = field(
+        default="constant",
+        metadata={"help": "bonus-weight schedule r(t), u = min(t/T, 1): constant 1, linear u, "
+                          "exp exp((u-1)k), cos (cos(pi(1+u))+1)/2"},
+    )
+    bonus_schedule_unit: ChoiceEnum(SCHEDULE_UNITS) = field(
+        default="update",
+        metadata={"help": "t counts finished updates (update) or finished epochs (epoch)"},
+    )
+    bonus_schedule_length: Optional[float] = field(
+        default=None, metadata={"help": "T > 0, in --bonus-schedule-unit units (required unless constant)"}
+    )
+    bonus_schedule_exp_ratio: float = field(
+        default=5.0, metadata={"help": "k > 0 of the exp schedule"}
+    )
+    el_impl: ChoiceEnum(EL_IMPLS) = field(
+        default="auto",
+        metadata={"help": "loss implementation: auto (fastest exact one for the device: triton on CUDA, "
+                          "else chunked), chunked, triton, reference (slow, for checking)"},
+    )
+
+
+def _plain_log_softmax(model) -> bool:
+    """True when ``model.get_normalized_probs`` is a plain log-softmax of
+    ``net_output[0]`` (stock fairseq models without adaptive softmax)."""
+    from fairseq.models import BaseFairseqModel, FairseqDecoder
+
+    dec = getattr(model, "decoder", None)
+    if dec is None or getattr(dec, "adaptive_softmax", None) is not None:
+        return False
+    allowed = {BaseFairseqModel.get_normalized_probs}
+    try:
+        from fairseq.models.transformer import TransformerModelBase
+
+        allowed.add(TransformerModelBase.get_normalized_probs)  # delegates to the scriptable one
+    except ImportError:
+        pass
+    m, d = type(model), type(dec)
+    return (
+        m.get_normalized_probs in allowed
+        and m.get_normalized_probs_scriptable is BaseFairseqModel.get_normalized_probs_scriptable
+        and d.get_normalized_probs is FairseqDecoder.get_normalized_probs
+        and d.get_normalized_probs_scriptable is FairseqDecoder.get_normalized_probs_scriptable
+    )
+
+
+@register_once("criterion", "encouraging_ce", dataclass=EncouragingCrossEntropyConfig)
+class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        bonus="log",
+        log_end=0.5,
+        bonus_weight=1.0,
+        bonus_gamma=None,
+        bonus_start=0.0,
+        bonus_smoothing=None,
+        bonus_schedule="constant",
+        bonus_schedule_unit="update",
+        bonus_schedule_length=None,
+        bonus_schedule_exp_ratio=5.0,
+        el_impl="auto",
+    ):
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        # Every option is checked here, at start-up, before any batch or checkpoint.
+        if not isinstance(ignore_prefix_size, int) or ignore_prefix_size < 0:
+            raise ValueError(f"--ignore-prefix-size must be an integer >= 0; got {ignore_prefix_size!r}")
+        self.spec = BonusSpec(
+            label_smoothing=label_smoothing,
+            log_end=log_end,
+            bonus=str(bonus),
+            bonus_weight=bonus_weight,
+            bonus_gamma=bonus_gamma,
+            bonus_start=bonus_start,
+            bonus_smoothing=bonus_smoothing,
+        )
+        self.schedule = BonusSchedule(
+            str(bonus_schedule), str(bonus_schedule_unit), bonus_schedule_length, bonus_schedule_exp_ratio
+        )
+        self.impl = str(el_impl)
+        resolve_impl(self.impl)  # unknown or not runnable on this machine: fail now
+        self.epoch = 1
+        self.num_updates = 0
+        self._current = self.spec.with_weight(self.spec.bonus_weight * self.schedule.factor(0))
+
+    # -- progress (called by the translation_encouraging task) -------------------
+    def set_progress(self, epoch: Optional[int] = None, num_updates: Optional[int] = None) -> None:
+        if epoch is not None:
+            self.epoch = int(epoch)
+        if num_updates is not None:
+            self.num_updates = int(num_updates)
+        t = self.schedule.progress(self.epoch, self.num_updates)
+        rho_t = self.spec.bonus_weight * self.schedule.factor(t)
+        if rho_t != self._current.bonus_weight:
+            self._current = self.spec.with_weight(rho_t)
+
+    def set_epoch(self, epoch: int) -> None:  # fairseq's own hook name, for other tasks
+        self.set_progress(epoch=epoch)
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.set_progress(num_updates=num_updates)
+
+    @property
+    def bonus_weight_now(self) -> float:
+        return self._current.bonus_weight
+
+    # -- loss ----------------------------------------------------------------------
+    def _inputs(self, model, net_output, sample):
+        """(scores, target) flattened; scores are raw logits on the fast path,
+        else the model's own normalised log-probabilities (softmax of those is
+        the model's distribution, and the gradient through them is exact)."""
+        target = model.get_targets(sample, net_output)
+        if _plain_log_softmax(model):
+            scores = net_output[0]
+        else:
+            scores = model.get_normalized_probs(net_output, log_probs=True, sample=sample)
+        if self.ignore_prefix_size > 0:
+            scores = scores[:, self.ignore_prefix_size :, :].contiguous()
+            target = target[:, self.ignore_prefix_size :].contiguous()
+        return scores.reshape(-1, scores.size(-1)), target.reshape(-1)
+
+    def compute_el(self, model, net_output, sample, reduce=True):
+        scores, target = self._inputs(model, net_output, sample)
+        return encouraging_loss_parts(
+            scores,
+            target,
+            self._current,
+            ignore_index=self.padding_idx,
+            reduction="sum" if reduce else "none",
+            impl=self.impl,
+            want_stats=True,
+        )
+
+    def compute_loss(self, model, net_output, sample, reduce=True):
+        res = self.compute_el(model, net_output, sample, reduce)
+        return res.loss, res.nll_loss
+
+    def forward(self, model, sample, reduce=True):
+        net_output = model(**sample["net_input"])
+        res = self.compute_el(model, net_output, sample, reduce=reduce)
+        sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        n_tok, sum_p, n_well, sum_margin, n_correct = res.stats.tolist()
+        logging_output = {
+            "loss": res.loss.data,
+            "nll_loss": res.nll_loss.data,
+            "ntokens": sample["ntokens"],
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+            # Sums, so that fairseq may add them up across workers.
+            "el_bonus": res.bonus_loss.data.sum() if not reduce else res.bonus_loss.data,
+            "el_ntok": n_tok,
+            "el_rho": self._current.bonus_weight * n_tok,
+            "el_sum_p": sum_p,
+            "el_n_well": n_well,
+            "el_sum_margin": sum_margin,
+        }
+        if self.report_accuracy:
+            logging_output["n_correct"] = int(n_correct)
+            logging_output["total"] = int(n_tok)
+        return res.loss, sample_size, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        super().reduce_metrics(logging_outputs)
+
+        def total(key):
+            return utils.item(sum(log.get(key, 0) for log in logging_outputs))
+
+        sample_size = total("sample_size")
+        n = total("el_ntok")
+        if sample_size > 0:
+            metrics.log_scalar("bonus", total("el_bonus") / sample_size / math.log(2), sample_size, round=3)
+        if n > 0:
+            metrics.log_scalar("bonus_weight", total("el_rho") / n, n, round=4)
+            metrics.log_scalar("target_prob", total("el_sum_p") / n, n, round=4)
+            metrics.log_scalar("well_classified", total("el_n_well") / n, n, round=4)
+            metrics.log_scalar("margin", total("el_sum_margin") / n, n, round=3)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

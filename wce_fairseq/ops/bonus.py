@@ -1,0 +1,140 @@
+"""Bonus shapes, their derivatives and option validation (SPEC §2, §3, §6).
+
+Everything here is plain PyTorch and imports no fairseq.
+
+Notation used across ``ops/``: for a token with log-probabilities ``lp`` and
+probabilities ``p = exp(lp)``, a bonus shape supplies
+
+* ``B(p)``          the bonus value (≤ 0), and
+* ``D(p) = p·B'(p)`` the derivative already multiplied by ``p``.
+
+Working with ``D`` instead of ``B'`` keeps the power bonus finite at ``p = 0``
+(``B' = -γ p^(γ-1)`` is infinite there for γ < 1, while ``p·B'`` is 0), and it
+is exactly what the logit gradient needs:
+
+    ∂/∂z_j Σ_v q'_v B(p_v) = q'_j D(p_j) - p_j · S,   S = Σ_v q'_v D(p_v).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+BONUS_SHAPES = ("log", "power", "cos", "none")
+REDUCTIONS = ("mean", "sum", "none")
+# LE = 1 means "no conservative tangent": the authors clamp 1 - p at this value.
+LOG_CLAMP = 1e-5
+
+
+class ELConfigError(ValueError):
+    """A bad encouraging-loss option; the message names the flag and the range."""
+
+
+def _fail(name: str, flag: str, allowed: str, got) -> None:
+    raise ELConfigError(f"{flag} ({name}) must be {allowed}; got {got!r}")
+
+
+@dataclass(frozen=True)
+class BonusSpec:
+    """Validated options of the loss itself (schedules live in ``schedule.py``)."""
+
+    label_smoothing: float = 0.0
+    log_end: float = 0.5
+    bonus: str = "log"
+    bonus_weight: float = 1.0
+    bonus_gamma: Optional[float] = None
+    bonus_start: float = 0.0
+    bonus_smoothing: Optional[float] = None
+
+    def __post_init__(self):
+        eps = self.label_smoothing
+        if not _is_real(eps) or not (0.0 <= eps < 1.0):
+            _fail("label_smoothing", "--label-smoothing", "in [0, 1)", eps)
+        if self.bonus not in BONUS_SHAPES:
+            _fail("bonus", "--bonus", f"one of {BONUS_SHAPES}", self.bonus)
+        le = self.log_end
+        if not _is_real(le) or not (0.0 < le <= 1.0):
+            _fail("log_end", "--log-end", "in (0, 1]", le)
+        rho = self.bonus_weight
+        if not _is_real(rho) or not (rho >= 0.0) or math.isinf(rho):
+            _fail("bonus_weight", "--bonus-weight", "a finite number >= 0", rho)
+        s = self.bonus_start
+        if not _is_real(s) or not (0.0 <= s < 1.0):
+            _fail("bonus_start", "--bonus-start", "in [0, 1)", s)
+        lam = self.bonus_smoothing
+        if lam is not None and (not _is_real(lam) or not (0.0 <= lam < 1.0)):
+            _fail("bonus_smoothing", "--bonus-smoothing", "in [0, 1) (or unset: same as --label-smoothing)", lam)
+        g = self.bonus_gamma
+        if self.bonus == "power":
+            if g is None or not _is_real(g) or not (0.0 < g < math.inf):
+                _fail("bonus_gamma", "--bonus-gamma", "a finite number > 0 with --bonus power", g)
+        elif g is not None and (not _is_real(g) or not (g > 0.0)):
+            _fail("bonus_gamma", "--bonus-gamma", "a number > 0 (it is used only with --bonus power)", g)
+
+    # -- derived ---------------------------------------------------------------
+    @property
+    def smoothing_b(self) -> float:
+        """λ, the smoothing of the bonus target (defaults to ε)."""
+        return self.label_smoothing if self.bonus_smoothing is None else self.bonus_smoothing
+
+    @property
+    def active(self) -> bool:
+        return self.bonus != "none" and self.bonus_weight > 0.0
+
+    @property
+    def needs_exact_one_minus_p(self) -> bool:
+        """Only the unclamped log (LE = 1) evaluates B near p = 1, where 1 - p
+        must come from ``-expm1(lp)`` instead of a subtraction."""
+        return self.bonus == "log" and self.log_end >= 1.0
+
+    def with_weight(self, weight: float) -> "BonusSpec":
+        return BonusSpec(**{**self.__dict__, "bonus_weight": float(weight)})
+
+    # -- the curve ---------------------------------------------------------------
+    def raw(self, p: torch.Tensor, one_minus_p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Unshifted ``(B(p), D(p))`` elementwise; ``one_minus_p`` is ``1 - p``
+        computed accurately by the caller (``-expm1(lp)`` near p = 1)."""
+        if self.bonus == "log":
+            le = self.log_end
+            if le >= 1.0:
+                # log(max(1-p, 1e-5)); derivative 0 inside the clamp.
+                omp = one_minus_p.clamp_min(LOG_CLAMP)
+                b = torch.log(omp)
+                d = torch.where(one_minus_p > LOG_CLAMP, -p / omp, torch.zeros_like(p))
+                return b, d
+            # Conservative log: log(1-p) up to p = LE, then its tangent line
+            #   B = log(1-min(p,LE)) - relu(p-LE)/(1-LE),  p·B' = -p/(1-min(p,LE)).
+            pc = p.clamp_max(le)
+            b = torch.log1p(-pc) - (p - le).clamp_min(0.0) * (1.0 / (1.0 - le))
+            d = -p / (1.0 - pc)
+            return b, d
+        if self.bonus == "power":
+            g = float(self.bonus_gamma)
+            pg = p.pow(g)
+            return -pg, -g * pg  # B = -p^γ, p·B' = -γ p^γ
+        if self.bonus == "cos":
+            return torch.cos(math.pi * p) - 1.0, -math.pi * p * torch.sin(math.pi * p)
+        z = torch.zeros_like(p)
+        return z, z
+
+    def raw_at(self, x: float) -> float:
+        """Unshifted B at a scalar point, in float64 (used for the start shift)."""
+        t = torch.tensor([x], dtype=torch.float64)
+        return float(self.raw(t, 1.0 - t)[0][0])
+
+    def curve(self, p: torch.Tensor, one_minus_p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(B_s(p), D_s(p))`` with the bonus start ``s`` applied to the whole
+        curve: 0 below ``s``, ``B(p) - B(s)`` from ``s`` on (continuous at s)."""
+        b, d = self.raw(p, one_minus_p)
+        s = self.bonus_start
+        if s > 0.0:
+            keep = p >= s
+            b = torch.where(keep, b - self.raw_at(s), torch.zeros_like(b))
+            d = torch.where(keep, d, torch.zeros_like(d))
+        return b, d
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(float(x))

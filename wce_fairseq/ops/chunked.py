@@ -1,0 +1,210 @@
+"""``impl="chunked"``: exact encouraging loss in pure PyTorch with the analytic
+gradient of SPEC §2.
+
+Tokens are processed in row chunks small enough to stay in cache; everything is
+computed in fp32 whatever the input dtype. The gradient is produced during the
+forward pass, so the only vocabulary-sized buffers are the gradient itself
+(or none, with ``inplace_backward=True``, which writes it over the logits) and
+a few chunk-sized temporaries.
+"""
+from __future__ import annotations
+
+import torch
+
+from .bonus import BonusSpec
+from .common import ELResult, reduce_tokens, token_stats
+
+# Elements of one fp32 chunk (~1 MiB): a handful of these stay in L2 cache.
+CHUNK_ELEMENTS = 1 << 18
+
+
+def _chunk_rows(V: int, chunk_rows: int | None) -> int:
+    return max(1, chunk_rows if chunk_rows else CHUNK_ELEMENTS // V)
+
+
+def chunked_compute(
+    logits2d: torch.Tensor,
+    t: torch.Tensor,
+    valid: torch.Tensor,
+    spec: BonusSpec,
+    scale: float,
+    need_grad: bool,
+    want_stats: bool,
+    chunk_rows: int | None = None,
+    inplace: bool = False,
+):
+    """Per-token (loss, nll, bonus) in fp32, the gradient of ``scale * Σ loss``
+    (or None) and the summed diagnostics (or None)."""
+    N, V = logits2d.shape
+    dev = logits2d.device
+    loss_tok = torch.zeros(N, dtype=torch.float32, device=dev)
+    nll_tok = torch.zeros_like(loss_tok)
+    bonus_tok = torch.zeros_like(loss_tok)
+    stats = torch.zeros(5, dtype=torch.float64, device=dev) if want_stats else None
+
+    all_valid = bool(valid.all())
+    rows_idx = None if all_valid else valid.nonzero().squeeze(-1)
+    n_rows = N if all_valid else rows_idx.numel()
+
+    grad = None
+    if need_grad:
+        if inplace:
+            grad = logits2d
+            if not all_valid:
+                grad[~valid] = 0
+        else:
+            grad = (torch.empty_like if all_valid else torch.zeros_like)(logits2d)
+
+    eps = spec.label_smoothing
+    eps_i = eps / (V - 1)
+    active = spec.active
+    rho = spec.bonus_weight
+    lam = spec.smoothing_b if active else 0.0
+    lam_i = lam / (V - 1)
+    step = _chunk_rows(V, chunk_rows)
+
+    for c0 in range(0, n_rows, step):
+        c1 = min(c0 + step, n_rows)
+        if all_valid:
+            sl = slice(c0, c1)
+            z = logits2d[sl]
+            tc = t[sl]
+        else:
+            sl = rows_idx[c0:c1]
+            z = logits2d.index_select(0, sl)
+            tc = t.index_select(0, sl)
+        z = z.float()
+        tcu = tc.unsqueeze(1)
+
+        # Normaliser: lp = z - max - log Σ exp(z - max), p = exp(lp).
+        if want_stats:
+            zmax, amax = z.max(dim=1)
+        else:
+            zmax, amax = z.amax(dim=1), None
+        lp = z - zmax.unsqueeze(1)
+        p = torch.exp(lp)
+        sumexp = p.sum(1)
+        lp.sub_(sumexp.log().unsqueeze(1))
+        p.mul_(sumexp.reciprocal().unsqueeze(1))
+
+        # Label-smoothed CE written as fairseq writes it, so ρ = 0 matches it:
+        #   (1 - ε - ε_i)·nll + ε_i·(-Σ_v lp_v),  ε_i = ε/(V-1).
+        lp_t = lp.gather(1, tcu).squeeze(1)
+        nll = -lp_t
+        ce = (1.0 - eps - eps_i) * nll + eps_i * (-lp.sum(1)) if eps > 0 else nll
+
+        if want_stats:
+            stats += token_stats(z, tc, lp_t, torch.ones_like(tc, dtype=torch.bool), zmax, amax)
+
+        # Bonus ρ·Σ_v q'_v B(p_v) with q'_y = 1-λ, q'_v = λ_i = λ/(V-1). The
+        # target term uses 1 - p_t = -expm1(lp_t), accurate as p_t → 1.
+        omp_t = -torch.expm1(lp_t)
+        p_t = 1.0 - omp_t
+        if active:
+            b_t, d_t = spec.curve(p_t, omp_t)
+            if lam > 0:
+                omp = -torch.expm1(lp) if spec.needs_exact_one_minus_p else 1.0 - p
+                b_all, d_all = spec.curve(p, omp)
+                # Σ over v ≠ y: whole-row sum minus the target entry.
+                b_rest = b_all.sum(1) - b_all.gather(1, tcu).squeeze(1)
+                s_rest = lam_i * (d_all.sum(1) - d_all.gather(1, tcu).squeeze(1))
+                bonus = rho * ((1.0 - lam) * b_t + lam_i * b_rest)
+            else:
+                d_all = None
+                s_rest = torch.zeros_like(d_t)
+                bonus = rho * b_t
+            s_tot = (1.0 - lam) * d_t + s_rest  # S = Σ_v q'_v D(p_v)
+        else:
+            bonus = torch.zeros_like(nll)
+
+        if all_valid:
+            loss_tok[sl] = ce + bonus
+            nll_tok[sl] = nll
+            bonus_tok[sl] = bonus
+        else:
+            loss_tok.index_copy_(0, sl, ce + bonus)
+            nll_tok.index_copy_(0, sl, nll)
+            bonus_tok.index_copy_(0, sl, bonus)
+
+        if grad is None:
+            continue
+        # ∂loss/∂z_j = p_j - q_j + ρ·(q'_j D(p_j) - p_j S). Off-target that is
+        #   p_j·(1 - ρS) + ρ λ_i D(p_j) - ε_i,
+        # and on target, kept in fp32 from lp_t so it does not cancel as p → 1:
+        #   expm1(lp_t) + ε + ρ·((1-λ) D(p_t)(1-p_t) - p_t S_rest).
+        g_t = torch.expm1(lp_t) + eps
+        if active:
+            coef = (1.0 - rho * s_tot) * scale
+            g_t = g_t + rho * ((1.0 - lam) * d_t * omp_t - p_t * s_rest)
+        else:
+            coef = torch.full_like(nll, scale)
+        g = p.mul_(coef.unsqueeze(1))
+        if active and d_all is not None:
+            g.add_(d_all, alpha=rho * lam_i * scale)
+        if eps_i > 0:
+            g.sub_(eps_i * scale)
+        g.scatter_(1, tcu, (g_t * scale).unsqueeze(1))
+        if all_valid:
+            grad[sl].copy_(g)
+        else:
+            grad.index_copy_(0, sl, g.to(grad.dtype))
+
+    return loss_tok, nll_tok, bonus_tok, grad, stats
+
+
+class ChunkedEncouragingLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits2d, target1d, spec, ignore_index, reduction, want_stats, chunk_rows, inplace):
+        valid = target1d != ignore_index
+        t = torch.where(valid, target1d, torch.zeros_like(target1d)).long()
+        n_valid = valid.sum()
+        scale = 1.0 / max(int(n_valid), 1) if reduction == "mean" else 1.0
+        need_grad = ctx.needs_input_grad[0]
+        loss_tok, nll_tok, bonus_tok, grad, stats = chunked_compute(
+            logits2d, t, valid, spec, scale, need_grad, want_stats, chunk_rows, inplace
+        )
+        ctx.grad = grad
+        ctx.reduction = reduction
+        out = [reduce_tokens(x, n_valid, reduction) for x in (loss_tok, nll_tok, bonus_tok)]
+        if stats is None:
+            stats = torch.zeros(0, dtype=torch.float64, device=logits2d.device)
+        ctx.mark_non_differentiable(out[1], out[2], stats)
+        return out[0], out[1], out[2], stats
+
+    @staticmethod
+    def backward(ctx, g_loss, *unused):
+        grad = ctx.grad
+        if grad is None:
+            raise RuntimeError("the chunked encouraging loss keeps its gradient for one backward pass only")
+        ctx.grad = None
+        if ctx.reduction == "none":
+            grad.mul_(g_loss.to(grad.dtype).unsqueeze(1))
+        elif g_loss.numel() != 1 or float(g_loss) != 1.0:
+            grad.mul_(g_loss.to(grad.dtype))
+        return grad, None, None, None, None, None, None, None
+
+
+def chunked_forward(
+    logits, target, spec: BonusSpec, ignore_index: int, reduction: str, want_stats: bool,
+    chunk_rows: int | None = None, inplace_backward: bool = False,
+) -> ELResult:
+    V = logits.size(-1)
+    shape = target.shape
+    z = logits.reshape(-1, V)
+    if not z.is_contiguous():
+        z = z.contiguous()
+    tgt = target.reshape(-1)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        loss, nll, bonus, stats = ChunkedEncouragingLoss.apply(
+            z, tgt, spec, ignore_index, reduction, want_stats, chunk_rows, inplace_backward
+        )
+    else:
+        with torch.no_grad():
+            valid = tgt != ignore_index
+            t = torch.where(valid, tgt, torch.zeros_like(tgt)).long()
+            lt, nt, bt, _, stats = chunked_compute(z, t, valid, spec, 1.0, False, want_stats, chunk_rows)
+            n_valid = valid.sum()
+            loss, nll, bonus = (reduce_tokens(x, n_valid, reduction) for x in (lt, nt, bt))
+    if reduction == "none":
+        loss, nll, bonus = loss.view(shape), nll.view(shape), bonus.view(shape)
+    return ELResult(loss, nll, bonus, stats if want_stats else None)

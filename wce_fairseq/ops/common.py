@@ -1,0 +1,81 @@
+"""Pieces shared by every implementation: input checks, reduction, diagnostics."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .bonus import REDUCTIONS, ELConfigError
+
+# Diagnostics, summed over the non-ignored tokens, in this order (float64).
+STAT_NAMES = ("n_tokens", "sum_target_prob", "n_well_classified", "sum_margin", "n_correct")
+
+
+class ELResult(NamedTuple):
+    """What every implementation returns.
+
+    ``loss`` is differentiable; ``nll_loss`` (−log p_target) and ``bonus_loss``
+    (ρ Σ q' B, already weighted) are detached and reduced like ``loss``;
+    ``stats`` is a float64 vector named by ``STAT_NAMES`` (or None).
+    """
+
+    loss: torch.Tensor
+    nll_loss: torch.Tensor
+    bonus_loss: torch.Tensor
+    stats: torch.Tensor | None
+
+
+def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str):
+    if reduction not in REDUCTIONS:
+        raise ELConfigError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    if logits.dim() < 1:
+        raise ValueError("logits must have a class dimension")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be floating point; got {logits.dtype}")
+    if logits.size(-1) < 2:
+        raise ValueError(f"the vocabulary (last dimension of logits) must have at least 2 classes; got {logits.size(-1)}")
+    if target.shape != logits.shape[:-1]:
+        raise ValueError(f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)} minus the class dim")
+    if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise TypeError(f"target must be an integer tensor; got {target.dtype}")
+
+
+def reduce_tokens(per_token: torch.Tensor, n_valid: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Sum / mean over tokens (ignored ones hold 0). An all-ignored batch has
+    mean 0 (not 0/0), so it never produces a NaN."""
+    if reduction == "none":
+        return per_token
+    total = per_token.sum()
+    if reduction == "sum":
+        return total
+    return total / n_valid.clamp_min(1).to(total.dtype)
+
+
+@torch.no_grad()
+def token_stats(z, t, lp_t, valid, zmax=None, amax=None) -> torch.Tensor:
+    """Diagnostics for rows ``z`` (fp32, [n, V]) with safe targets ``t``:
+    target probability, p > 0.5, logit margin (target minus best other) and
+    argmax correctness, summed over ``valid`` rows. ``zmax``/``amax`` (the
+    row max and argmax) may be passed in when the caller already has them."""
+    if zmax is None:
+        zmax, amax = z.max(dim=-1)
+    z_t = z.gather(-1, t.unsqueeze(-1)).squeeze(-1)
+    correct = amax == t
+    best_other = zmax.clone()
+    if bool(correct.any()):
+        rows = correct.nonzero().squeeze(-1)
+        zc = z.index_select(0, rows)
+        zc.scatter_(-1, t.index_select(0, rows).unsqueeze(-1), float("-inf"))
+        best_other[rows] = zc.max(dim=-1).values
+    p_t = lp_t.exp()
+    margin = z_t - best_other
+    v = valid.to(torch.float64)
+    return torch.stack(
+        [
+            v.sum(),
+            (p_t.double() * v).sum(),
+            ((p_t > 0.5).double() * v).sum(),
+            (margin.double() * v).sum(),
+            (correct.double() * v).sum(),
+        ]
+    )
