@@ -27,9 +27,12 @@ _BONUS_CODE = {"log": 0, "power": 1, "cos": 2, "none": 3}
 
 @triton.jit
 def _one_minus_exp(lp):
-    # 1 - exp(lp) without cancellation near lp = 0 (Taylor; error < lp^3/24).
-    small = -lp * (1.0 + lp * (0.5 + lp * (1.0 / 6.0)))
-    return tl.where(lp > -1e-3, small, 1.0 - tl.exp(lp))
+    # -expm1(lp) without cancellation near lp = 0 (Kahan: (u-1)·x/log u, u = e^x).
+    u = tl.exp(lp)
+    um1 = u - 1.0
+    plain = (um1 == 0.0) | (lp < -20.0)
+    r = -um1 * lp / tl.log(tl.where(plain, 2.0, u))
+    return tl.where(um1 == 0.0, -lp, tl.where(lp < -20.0, 1.0 - u, r))
 
 
 @triton.jit
@@ -81,9 +84,11 @@ def _el_fwd_kernel(
     vf = valid.to(tl.float32)
     cols = tl.arange(0, BLOCK)
 
-    # Pass 1: online max m and d = Σ exp(z - m); Σ z; best logit other than y.
+    # Pass 1: online max m and d = Σ exp(z - m) (also without the target);
+    # Σ z; the best logit other than y.
     m = -float("inf")
     d = 0.0
+    d_o = 0.0  # Σ_{v≠y} exp(z_v - m): gives 1 - p_t = d_o / d with no cancellation
     acc_z = tl.zeros([BLOCK], dtype=tl.float32)
     best_o = tl.full([BLOCK], -float("inf"), tl.float32)
     for start_col in range(0, V, BLOCK):
@@ -91,7 +96,10 @@ def _el_fwd_kernel(
         msk = c < V
         x = tl.load(z_row + c, mask=msk, other=-float("inf")).to(tl.float32)
         m_new = tl.maximum(m, tl.max(x, 0))
-        d = d * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
+        e = tl.exp(x - m_new)
+        rescale = tl.exp(m - m_new)
+        d = d * rescale + tl.sum(e, 0)
+        d_o = d_o * rescale + tl.sum(tl.where(c == y, 0.0, e), 0)
         m = m_new
         acc_z += tl.where(msk, x, 0.0)
         best_o = tl.maximum(best_o, tl.where(c == y, -float("inf"), x))
@@ -103,7 +111,7 @@ def _el_fwd_kernel(
     # (1-ε-ε_i)·nll + ε_i·(-Σ lp), fairseq's form of the smoothed CE
     ce = (1.0 - eps - eps_i) * nll - eps_i * sum_lp
     p_t = tl.exp(lp_t)
-    omp_t = _one_minus_exp(lp_t)
+    omp_t = d_o / d
     best_other = tl.max(best_o, 0)
 
     # Pass 2 (λ > 0): Σ_v B(p_v), Σ_v D(p_v) for the non-target classes.
