@@ -1,0 +1,197 @@
+"""The fairseq criterion against fairseq's own label-smoothed CE and its invariants."""
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("fairseq")
+
+from fairseq_helpers import make_criterion, make_model, make_sample, make_task  # noqa: E402
+from el_reference import el_reference  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task()
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("impl", ["auto", "chunked", "reference"])
+def test_weight_zero_equals_fairseq_label_smoothed_ce(task, eps, impl):
+    model, sample = make_model(task), make_sample(task)
+    stock = make_criterion(task, "label_smoothed_cross_entropy", label_smoothing=eps)
+    ours = make_criterion(task, label_smoothing=eps, bonus_weight=0.0, el_impl=impl)
+    l1, n1, log1 = stock(model, sample)
+    l2, n2, log2 = ours(model, sample)
+    torch.testing.assert_close(l2, l1, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(log2["nll_loss"], log1["nll_loss"], rtol=1e-6, atol=1e-5)
+    assert n1 == n2
+    # and the gradients w.r.t. the model match too
+    g1 = torch.autograd.grad(l1, list(model.parameters()), allow_unused=True)
+    l2, _, _ = ours(model, sample)
+    g2 = torch.autograd.grad(l2, list(model.parameters()), allow_unused=True)
+    for a, b in zip(g1, g2):
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_equals_reference_on_model_logits(task):
+    model, sample = make_model(task), make_sample(task)
+    crit = make_criterion(task, label_smoothing=0.1, log_end=0.75, bonus_weight=1.3)
+    loss, _, log = crit(model, sample)
+    logits = model(**sample["net_input"])[0]
+    ref, nll, bonus = el_reference(logits.detach(), sample["target"], label_smoothing=0.1, log_end=0.75,
+                                   bonus_weight=1.3, ignore_index=task.tgt_dict.pad())
+    torch.testing.assert_close(loss.double(), ref.sum(), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(log["nll_loss"].double(), nll.sum(), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(log["el_bonus"].double(), bonus.sum(), rtol=1e-5, atol=1e-5)
+
+
+def test_padded_batch_equals_sum_of_sentences(task):
+    model = make_model(task)
+    lengths = (6, 2, 4)
+    batch = make_sample(task, lengths)
+    crit = make_criterion(task, label_smoothing=0.1)
+    total, _, _ = crit(model, batch)
+    parts = 0.0
+    for i, n in enumerate(lengths):
+        T = n
+        one = {
+            "ntokens": n,
+            "nsentences": 1,
+            "net_input": {
+                "src_tokens": batch["net_input"]["src_tokens"][i:i + 1, -T:],
+                "src_lengths": torch.tensor([n]),
+                "prev_output_tokens": batch["net_input"]["prev_output_tokens"][i:i + 1, :T],
+            },
+            "target": batch["target"][i:i + 1, :T],
+        }
+        parts = parts + crit(model, one)[0]
+    torch.testing.assert_close(total, parts, rtol=1e-5, atol=1e-4)
+
+
+def test_reduce_false_sums_to_reduced(task):
+    model, sample = make_model(task), make_sample(task)
+    crit = make_criterion(task, label_smoothing=0.1)
+    reduced, _, _ = crit(model, sample, reduce=True)
+    per_tok, _, log = crit(model, sample, reduce=False)
+    assert per_tok.numel() == sample["target"].numel()
+    torch.testing.assert_close(per_tok.sum(), reduced, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("prefix", [0, 1, 2])
+def test_report_accuracy_and_ignore_prefix_like_stock(task, prefix):
+    model, sample = make_model(task), make_sample(task, (5, 4, 6))
+    stock = make_criterion(task, "label_smoothed_cross_entropy", report_accuracy=True, ignore_prefix_size=prefix)
+    ours = make_criterion(task, report_accuracy=True, ignore_prefix_size=prefix, bonus_weight=0.0)
+    _, _, a = stock(model, sample)
+    _, _, b = ours(model, sample)
+    assert (a["n_correct"], a["total"]) == (b["n_correct"], b["total"])
+    torch.testing.assert_close(b["loss"], a["loss"], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(b["nll_loss"], a["nll_loss"], rtol=1e-6, atol=1e-5)
+
+
+def test_non_logit_models_use_their_own_normalisation(task):
+    """A model whose distribution is not log_softmax(net_output[0]) goes
+    through its own get_normalized_probs; loss and gradients then equal the
+    stock criterion's at bonus weight 0, and the reference with the bonus."""
+    from fairseq.models.transformer import TransformerModel
+
+    from wce_fairseq.criterions.encouraging_ce import _plain_log_softmax
+
+    class TemperatureModel(TransformerModel):
+        def get_normalized_probs(self, net_output, log_probs, sample=None):
+            lp = torch.log_softmax(net_output[0].float() / 2.0, dim=-1)
+            return lp if log_probs else lp.exp()
+
+    plain = make_model(task)
+    assert _plain_log_softmax(plain)
+    assert not _plain_log_softmax(make_model(task, adaptive=True))
+    model = make_model(task)
+    model.__class__ = TemperatureModel
+    assert not _plain_log_softmax(model)
+    sample = make_sample(task)
+
+    stock = make_criterion(task, "label_smoothed_cross_entropy", label_smoothing=0.1)
+    ours = make_criterion(task, label_smoothing=0.1, bonus_weight=0.0)
+    l1 = stock(model, sample)[0]
+    g1 = torch.autograd.grad(l1, list(model.parameters()))
+    l2 = ours(model, sample)[0]
+    g2 = torch.autograd.grad(l2, list(model.parameters()))
+    torch.testing.assert_close(l2, l1, rtol=1e-6, atol=1e-5)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+    loss = make_criterion(task, label_smoothing=0.1, log_end=0.75)(model, sample)[0]
+    logits = model(**sample["net_input"])[0].detach()
+    ref, _, _ = el_reference(logits / 2.0, sample["target"], label_smoothing=0.1, log_end=0.75,
+                             ignore_index=task.tgt_dict.pad())
+    torch.testing.assert_close(loss.double(), ref.sum(), rtol=1e-5, atol=1e-4)
+
+
+def test_reduce_metrics_logs_summable_diagnostics(task):
+    from fairseq.logging import metrics
+
+    from wce_fairseq.criterions.encouraging_ce import EncouragingCrossEntropyCriterion
+
+    model, sample = make_model(task), make_sample(task)
+    crit = make_criterion(task, label_smoothing=0.1)
+    _, _, log = crit(model, sample)
+    with metrics.aggregate() as agg:
+        EncouragingCrossEntropyCriterion.reduce_metrics([log, log])
+        vals = agg.get_smoothed_values()
+    n = 2 * log["el_ntok"]
+    assert vals["loss"] == round(2 * float(log["loss"]) / (2 * log["sample_size"]) / math.log(2), 3)
+    assert vals["bonus"] == round(2 * float(log["el_bonus"]) / (2 * log["sample_size"]) / math.log(2), 3)
+    assert vals["target_prob"] == round(2 * log["el_sum_p"] / n, 4)
+    assert vals["margin"] == round(2 * log["el_sum_margin"] / n, 3)
+    assert vals["bonus_weight"] == 1.0
+    for key in ("nll_loss", "ppl", "well_classified"):
+        assert key in vals
+
+
+def test_schedule_advances_through_the_task(task):
+    model, sample = make_model(task), make_sample(task)
+    crit = make_criterion(task, bonus_weight=2.0, bonus_schedule="linear", bonus_schedule_length=10)
+    seen = []
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    class _Opt:  # what task.train_step needs of a fairseq optimizer
+        def backward(self, loss):
+            loss.backward()
+
+    for upd in (0, 5, 10, 20):
+        task.train_step(sample, model, crit, _Opt(), upd)
+        seen.append(crit.bonus_weight_now)
+    assert seen == [0.0, 1.0, 2.0, 2.0]
+    crit = make_criterion(task, bonus_schedule="cos", bonus_schedule_unit="epoch", bonus_schedule_length=4)
+    for epoch, want in ((1, 0.0), (3, 0.5), (5, 1.0)):
+        task.begin_epoch(epoch, model)
+        task.train_step(sample, model, crit, _Opt(), 0)
+        assert crit.bonus_weight_now == pytest.approx(want)
+    del opt
+
+
+def test_double_import_does_not_crash():
+    """--user-dir imports the package by path while an installed copy may be
+    imported by name: the second registration must reuse the first."""
+    import importlib.util
+    import os
+    import sys
+
+    import wce_fairseq
+
+    wce_fairseq.register()
+    pkg_dir = os.path.dirname(wce_fairseq.__file__)
+    for name in ("wce_fairseq_copy", "wce_fairseq_copy2"):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(pkg_dir, "__init__.py"),
+                                                      submodule_search_locations=[pkg_dir])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        mod.register()
+    from fairseq.criterions import CRITERION_REGISTRY
+    from fairseq.tasks import TASK_REGISTRY
+
+    assert CRITERION_REGISTRY["encouraging_ce"].__module__.startswith("wce_fairseq.")
+    assert TASK_REGISTRY["translation_encouraging"].__module__.startswith("wce_fairseq.")
