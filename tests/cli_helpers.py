@@ -1,0 +1,60 @@
+"""Run fairseq's command-line tools on tiny generated data."""
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLUGIN = os.path.join(REPO, "wce_fairseq")
+BIN = os.path.dirname(sys.executable)
+
+TINY_MODEL = [
+    "--arch", "transformer", "--share-all-embeddings",
+    "--encoder-layers", "1", "--decoder-layers", "1",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+    "--dropout", "0.1", "--optimizer", "adam", "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt",
+    "--warmup-updates", "20", "--max-tokens", "1200", "--cpu", "--seed", "3",
+    "--num-workers", "0", "--no-progress-bar", "--log-format", "json", "--log-interval", "1000",
+    "--no-epoch-checkpoints",
+]
+
+
+def tool(name):
+    return os.path.join(BIN, name)
+
+
+def run(args, cwd=None, check=True, timeout=600):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def train(data, save_dir, extra=(), criterion=("--criterion", "encouraging_ce"), check=True, cwd=None,
+          user_dir=PLUGIN, task="translation_encouraging"):
+    args = [tool("fairseq-train"), data, "--user-dir", user_dir, "--task", task, *criterion,
+            "--save-dir", save_dir, *TINY_MODEL, *extra]
+    return run(args, check=check, cwd=cwd)
+
+
+def json_records(text, kind="train"):
+    """fairseq's per-epoch json log records of one kind (train / valid)."""
+    out = []
+    for line in text.splitlines():
+        if (f"| {kind} |" in line or f"[{kind}][" in line) and "{" in line:
+            rec = json.loads(line[line.index("{"):])
+            out.append({k[len(kind) + 1:] if k.startswith(kind + "_") else k: v for k, v in rec.items()})
+    return out
+
+
+def make_toy_data(root, n_train=600, n_valid=60, n_test=60, vocab=200):
+    from wce_fairseq.toy_corpus import write_corpus
+
+    raw = os.path.join(root, "raw")
+    write_corpus(raw, n_train, n_valid, n_test, seed=7)
+    run(["bash", os.path.join(REPO, "examples/common/binarize.sh"), "en", "ps", raw, root, str(vocab)],
+        cwd=REPO)
+    return os.path.join(root, "bin")
