@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .functional import encouraging_loss_parts, resolve_impl
-from .ops.bonus import BonusSpec
+from .ops.bonus import REDUCTIONS, BonusSpec, ELConfigError
 
 
 class EncouragingLoss(nn.Module):
@@ -31,6 +31,8 @@ class EncouragingLoss(nn.Module):
         super().__init__()
         self.spec = BonusSpec(label_smoothing, log_end, bonus, bonus_weight, bonus_gamma, bonus_start, bonus_smoothing)
         resolve_impl(impl)
+        if reduction not in REDUCTIONS:
+            raise ELConfigError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.impl = impl
