@@ -93,9 +93,11 @@ class BonusSpec:
         return BonusSpec(**{**self.__dict__, "bonus_weight": float(weight)})
 
     # -- the curve ---------------------------------------------------------------
-    def raw(self, p: torch.Tensor, one_minus_p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def raw(self, p: torch.Tensor, one_minus_p: torch.Tensor, lp=None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Unshifted ``(B(p), D(p))`` elementwise; ``one_minus_p`` is ``1 - p``
-        computed accurately by the caller (``-expm1(lp)`` near p = 1)."""
+        computed accurately by the caller (``-expm1(lp)`` near p = 1). With
+        ``lp = log p`` given, the power bonus is formed as ``exp(γ lp)``, whose
+        autograd derivative stays finite where p underflows to 0."""
         if self.bonus == "log":
             le = self.log_end
             if le >= 1.0:
@@ -112,7 +114,7 @@ class BonusSpec:
             return b, d
         if self.bonus == "power":
             g = float(self.bonus_gamma)
-            pg = p.pow(g)
+            pg = p.pow(g) if lp is None else torch.exp(g * lp)
             return -pg, -g * pg  # B = -p^γ, p·B' = -γ p^γ
         if self.bonus == "cos":
             return torch.cos(math.pi * p) - 1.0, -math.pi * p * torch.sin(math.pi * p)
@@ -124,10 +126,10 @@ class BonusSpec:
         t = torch.tensor([x], dtype=torch.float64)
         return float(self.raw(t, 1.0 - t)[0][0])
 
-    def curve(self, p: torch.Tensor, one_minus_p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def curve(self, p: torch.Tensor, one_minus_p: torch.Tensor, lp=None) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(B_s(p), D_s(p))`` with the bonus start ``s`` applied to the whole
         curve: 0 below ``s``, ``B(p) - B(s)`` from ``s`` on (continuous at s)."""
-        b, d = self.raw(p, one_minus_p)
+        b, d = self.raw(p, one_minus_p, lp)
         s = self.bonus_start
         if s > 0.0:
             keep = p >= s

@@ -76,34 +76,43 @@ def chunked_compute(
         z = z.float()
         tcu = tc.unsqueeze(1)
 
-        # Normaliser: lp = z - max - log Σ exp(z - max), p = exp(lp).
+        # Normaliser from e = exp(z - max): the sum over the non-target classes
+        # s_o is taken on its own, so 1 - p_t = s_o / Σe and
+        # lp_t = -log1p(s_o / e_t) stay accurate as p_t → 1 (no cancellation).
         if want_stats:
             zmax, amax = z.max(dim=1)
         else:
             zmax, amax = z.amax(dim=1), None
-        lp = z - zmax.unsqueeze(1)
-        p = torch.exp(lp)
-        sumexp = p.sum(1)
-        lp.sub_(sumexp.log().unsqueeze(1))
+        p = torch.exp(z - zmax.unsqueeze(1))
+        e_t = p.gather(1, tcu)
+        p.scatter_(1, tcu, 0.0)
+        s_o = p.sum(1)
+        p.scatter_(1, tcu, e_t)
+        e_t = e_t.squeeze(1)
+        sumexp = s_o + e_t
+        lse = zmax + sumexp.log()
+        z_t = z.gather(1, tcu).squeeze(1)
+        lp_t = torch.where(e_t > 1e-30, -torch.log1p(s_o / e_t.clamp_min(1e-30)), z_t - lse)
+        omp_t = s_o / sumexp
         p.mul_(sumexp.reciprocal().unsqueeze(1))
 
         # Label-smoothed CE written as fairseq writes it, so ρ = 0 matches it:
-        #   (1 - ε - ε_i)·nll + ε_i·(-Σ_v lp_v),  ε_i = ε/(V-1).
-        lp_t = lp.gather(1, tcu).squeeze(1)
+        #   (1 - ε - ε_i)·nll + ε_i·(-Σ_v lp_v),  ε_i = ε/(V-1),  Σ_v lp_v = Σ_v z_v - V·lse.
         nll = -lp_t
-        ce = (1.0 - eps - eps_i) * nll + eps_i * (-lp.sum(1)) if eps > 0 else nll
+        ce = (1.0 - eps - eps_i) * nll + eps_i * (V * lse - z.sum(1)) if eps > 0 else nll
 
         if want_stats:
             stats += token_stats(z, tc, lp_t, torch.ones_like(tc, dtype=torch.bool), zmax, amax)
 
-        # Bonus ρ·Σ_v q'_v B(p_v) with q'_y = 1-λ, q'_v = λ_i = λ/(V-1). The
-        # target term uses 1 - p_t = -expm1(lp_t), accurate as p_t → 1.
-        omp_t = -torch.expm1(lp_t)
-        p_t = 1.0 - omp_t
+        # Bonus ρ·Σ_v q'_v B(p_v) with q'_y = 1-λ, q'_v = λ_i = λ/(V-1).
+        p_t = e_t / sumexp
         if active:
             b_t, d_t = spec.curve(p_t, omp_t)
             if lam > 0:
-                omp = -torch.expm1(lp) if spec.needs_exact_one_minus_p else 1.0 - p
+                if spec.needs_exact_one_minus_p:  # LE = 1 evaluates log(1-p) near p = 1
+                    omp = -torch.expm1(z - lse.unsqueeze(1))
+                else:
+                    omp = 1.0 - p
                 b_all, d_all = spec.curve(p, omp)
                 # Σ over v ≠ y: whole-row sum minus the target entry.
                 b_rest = b_all.sum(1) - b_all.gather(1, tcu).squeeze(1)
@@ -130,9 +139,9 @@ def chunked_compute(
             continue
         # ∂loss/∂z_j = p_j - q_j + ρ·(q'_j D(p_j) - p_j S). Off-target that is
         #   p_j·(1 - ρS) + ρ λ_i D(p_j) - ε_i,
-        # and on target, kept in fp32 from lp_t so it does not cancel as p → 1:
-        #   expm1(lp_t) + ε + ρ·((1-λ) D(p_t)(1-p_t) - p_t S_rest).
-        g_t = torch.expm1(lp_t) + eps
+        # and on target, kept in fp32 from 1-p_t so it does not cancel as p → 1:
+        #   -(1-p_t) + ε + ρ·((1-λ) D(p_t)(1-p_t) - p_t S_rest).
+        g_t = eps - omp_t
         if active:
             coef = (1.0 - rho * s_tot) * scale
             g_t = g_t + rho * ((1.0 - lam) * d_t * omp_t - p_t * s_rest)

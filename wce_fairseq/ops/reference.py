@@ -20,7 +20,8 @@ def smoothed_target(t: torch.Tensor, V: int, eps: float, dtype) -> torch.Tensor:
 def reference_forward(logits, target, spec: BonusSpec, ignore_index: int, reduction: str, want_stats: bool) -> ELResult:
     V = logits.size(-1)
     z = logits.reshape(-1, V)
-    z = z.double() if z.dtype == torch.float64 else z.float()
+    # float64 inside, whatever the input: this is the path others are checked against
+    z = z.double()
     tgt = target.reshape(-1)
     valid = tgt != ignore_index
     t = torch.where(valid, tgt, torch.zeros_like(tgt)).long()
@@ -33,7 +34,7 @@ def reference_forward(logits, target, spec: BonusSpec, ignore_index: int, reduct
     nll = -lp.gather(-1, t.unsqueeze(-1)).squeeze(-1)
     if spec.active:
         qb = smoothed_target(t, V, spec.smoothing_b, z.dtype)
-        b, _ = spec.curve(p, -torch.expm1(lp))
+        b, _ = spec.curve(p, -torch.expm1(lp), lp)
         bonus = spec.bonus_weight * (qb * b).sum(-1)
     else:
         bonus = torch.zeros_like(ce)
@@ -45,4 +46,6 @@ def reference_forward(logits, target, spec: BonusSpec, ignore_index: int, reduct
         return reduce_tokens(x.reshape(shape), n_valid, reduction)
 
     stats = token_stats(z.detach(), t, -nll.detach(), valid) if want_stats else None
-    return ELResult(red(loss), red((nll * vf).detach()), red((bonus * vf).detach()), stats)
+    out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return ELResult(red(loss).to(out_dtype), red((nll * vf).detach()).to(out_dtype),
+                    red((bonus * vf).detach()).to(out_dtype), stats)

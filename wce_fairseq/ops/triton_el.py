@@ -36,6 +36,13 @@ def _one_minus_exp(lp):
 
 
 @triton.jit
+def _log1p(x):
+    # log(1 + x) accurate for small x (Goldberg's trick)
+    u = 1.0 + x
+    return tl.where(u == 1.0, x, tl.log(u) * x / tl.where(u == 1.0, 1.0, u - 1.0))
+
+
+@triton.jit
 def _bonus_curve(p, omp, le, gamma, start, b_start, BONUS: tl.constexpr, LOG_CLAMPED: tl.constexpr,
                  HAS_START: tl.constexpr):
     """(B_s(p), p·B_s'(p)); omp = 1 - p computed by the caller."""
@@ -105,7 +112,9 @@ def _el_fwd_kernel(
         best_o = tl.maximum(best_o, tl.where(c == y, -float("inf"), x))
     lse = m + tl.log(d)
     z_t = tl.load(z_row + y).to(tl.float32)
-    lp_t = z_t - lse
+    e_t = tl.exp(z_t - m)
+    # lp_t = -log1p(d_o / e_t): exact as p_t → 1, where z_t - lse would cancel
+    lp_t = tl.where(e_t > 1e-30, -_log1p(d_o / tl.maximum(e_t, 1e-30)), z_t - lse)
     nll = -lp_t
     sum_lp = tl.sum(acc_z, 0) - V * lse
     # (1-ε-ε_i)·nll + ε_i·(-Σ lp), fairseq's form of the smoothed CE
