@@ -1,0 +1,25 @@
+# Shared body of the train.sh recipes (sourced after lib.sh). The caller sets
+# the array RECIPE (fairseq-train arguments of the recipe) and optionally
+# EL_ARGS. Usage of the resulting script:
+#   train.sh DATA_BIN {baseline|el} [SEED] [SAVE_DIR] [extra fairseq-train args...]
+# Extra arguments come last, so they override the recipe's.
+if [ $# -lt 2 ]; then
+  echo "usage: $(basename "$0") DATA_BIN {baseline|el} [SEED=1] [SAVE_DIR] [extra fairseq-train args]" >&2; exit 2
+fi
+DATA=$1 SYSTEM=$2 SEED=${3:-1}
+SAVE=${4:-"checkpoints/$(basename "$(dirname "$0")")/$SYSTEM.seed$SEED"}
+shift $(( $# < 4 ? $# : 4 ))
+need fairseq-train
+[ -f "$DATA/dict.$SRC.txt" ] || die "$DATA does not look like fairseq data (no dict.$SRC.txt); run prepare.sh first"
+case $SYSTEM in
+  baseline) CRIT=(--criterion label_smoothed_cross_entropy --label-smoothing 0.1) ;;
+  el) CRIT=(--criterion encouraging_ce --label-smoothing 0.1 "${EL_ARGS[@]:---log-end 0.5}") ;;
+  *) die "system must be 'baseline' or 'el', got '$SYSTEM'" ;;
+esac
+mkdir -p "$SAVE"
+echo "[train] $SYSTEM seed $SEED -> $SAVE"
+set -x
+fairseq-train "$DATA" --user-dir "$PLUGIN" --task translation_encouraging -s "$SRC" -t "$TGT" \
+  "${RECIPE[@]}" "${CRIT[@]}" --seed "$SEED" --save-dir "$SAVE" \
+  --keep-last-epochs 10 --log-format json --log-interval 100 --log-file "$SAVE/train.log" \
+  --tensorboard-logdir "$SAVE/tb" "$@"

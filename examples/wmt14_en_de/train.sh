@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# WMT'14 En->De (our recipe; the paper has none): Transformer base or big,
+# shared embeddings, fp16 on GPUs, ~32k target tokens per update on 1-8 GPUs
+# (update-freq = 8 / GPUs for base, 16 / GPUs for big).
+#   MODEL=base|big NGPU=N train.sh DATA_BIN {baseline|el} [SEED] [SAVE_DIR] [extra args]
+source "$(dirname "$0")/../common/lib.sh"
+SRC=en TGT=de
+MODEL=${MODEL:-base}
+if [ -z "${NGPU:-}" ]; then
+  NGPU=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+fi
+DEV=(--fp16)
+if [ "$NGPU" -eq 0 ]; then DEV=(--cpu); NGPU=1; echo "[train] no GPU found: running on the CPU (slow)"; fi
+case $MODEL in
+  base) RECIPE=(--arch transformer_wmt_en_de --lr 7e-4 --dropout 0.1 --max-tokens 4096
+          --update-freq $(( (8 + NGPU - 1) / NGPU )) --max-update 100000) ;;
+  big) RECIPE=(--arch transformer_vaswani_wmt_en_de_big --lr 5e-4 --dropout 0.3 --max-tokens 3584
+          --update-freq $(( (16 + NGPU - 1) / NGPU )) --max-update 300000) ;;
+  *) die "MODEL must be base or big, got '$MODEL'" ;;
+esac
+RECIPE+=(--share-all-embeddings --optimizer adam --adam-betas "(0.9,0.98)" --clip-norm 0.0
+  --lr-scheduler inverse_sqrt --warmup-updates 4000 --weight-decay 0.0 "${DEV[@]}"
+  --save-interval-updates 5000 --keep-interval-updates 10)
+EL_ARGS=(--log-end 0.5)
+source "$REPO/examples/common/train_common.sh"
