@@ -26,13 +26,14 @@ sys.path.insert(0, REPO)
 
 PROVIDERS = ["stock_ls_ce", "naive_el", "reference", "chunked", "triton"]
 EPS, LE = 0.1, 0.5
+PAD = 1  # fairseq's padding index: a valid class id that is ignored
 
 
 def _stock(logits, target):
     from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
     lprobs = torch.log_softmax(logits.float(), dim=-1)  # what fairseq's get_normalized_probs does
-    loss, _ = label_smoothed_nll_loss(lprobs, target, EPS, ignore_index=-100, reduce=True)
+    loss, _ = label_smoothed_nll_loss(lprobs, target, EPS, ignore_index=PAD, reduce=True)
     return loss
 
 
@@ -45,8 +46,8 @@ def _naive(logits, target):
     one_minus = torch.clamp(1.0 - probs, min=1e-5)
     bonus = torch.where(probs <= LE, torch.log(one_minus),
                         (torch.log(torch.tensor(1.0 - LE)) - (probs - LE) / (1.0 - LE)))
-    mask = target.ne(-100).unsqueeze(-1).float()
-    q = torch.full_like(lprobs, EPS / (V - 1)).scatter_(1, target.clamp_min(0).unsqueeze(-1), 1.0 - EPS)
+    mask = target.ne(PAD).unsqueeze(-1).float()
+    q = torch.full_like(lprobs, EPS / (V - 1)).scatter_(1, target.unsqueeze(-1), 1.0 - EPS)
     return ((-(q * lprobs) + q * bonus) * mask).sum()
 
 
@@ -54,7 +55,8 @@ def _ours(impl):
     def f(logits, target):
         from wce_fairseq.functional import encouraging_loss
 
-        return encouraging_loss(logits, target, label_smoothing=EPS, log_end=LE, reduction="sum", impl=impl)
+        return encouraging_loss(logits, target, label_smoothing=EPS, log_end=LE, reduction="sum", impl=impl,
+                                ignore_index=PAD)
 
     return f
 
@@ -91,7 +93,7 @@ def measure(provider, N, V, mode, dtype, device, repeats, threads):
     dt = getattr(torch, dtype)
     logits = (torch.randn(N, V, device=device) * 3).to(dt)
     target = torch.randint(0, V, (N,), device=device)
-    target[::17] = -100  # some padding, like a real batch
+    target[::17] = PAD  # some padding, like a real batch
     fn = fn_for(provider)
     grad = mode == "fwd+bwd"
 

@@ -12,7 +12,11 @@ shift $(( $# < 4 ? $# : 4 ))
 need fairseq-train
 [ -f "$DATA/dict.$SRC.txt" ] || die "$DATA does not look like fairseq data (no dict.$SRC.txt); run prepare.sh first"
 case $SYSTEM in
-  baseline) CRIT=(--criterion label_smoothed_cross_entropy --label-smoothing 0.1) ;;
+  # baseline: LS-CE via our criterion at bonus weight 0 (equal to fairseq's
+  # label_smoothed_cross_entropy, and it logs the diagnostics); BASELINE=stock
+  # uses fairseq's own criterion instead.
+  baseline) if [ "${BASELINE:-}" = stock ]; then CRIT=(--criterion label_smoothed_cross_entropy --label-smoothing 0.1)
+            else CRIT=(--criterion encouraging_ce --label-smoothing 0.1 --bonus-weight 0); fi ;;
   el) CRIT=(--criterion encouraging_ce --label-smoothing 0.1 "${EL_ARGS[@]:---log-end 0.5}") ;;
   *) die "system must be 'baseline' or 'el', got '$SYSTEM'" ;;
 esac

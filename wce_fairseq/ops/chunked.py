@@ -14,12 +14,48 @@ import torch
 from .bonus import BonusSpec
 from .common import ELResult, reduce_tokens, token_stats
 
-# Elements of one fp32 chunk (~1 MiB): a handful of these stay in L2 cache.
-CHUNK_ELEMENTS = 1 << 18
+_ONE = torch.tensor(1.0)
+# Elements of one fp32 chunk (2 MiB; fastest of 2^16..2^20 on the benchmark machine).
+CHUNK_ELEMENTS = 1 << 19
 
 
 def _chunk_rows(V: int, chunk_rows: int | None) -> int:
     return max(1, chunk_rows if chunk_rows else CHUNK_ELEMENTS // V)
+
+
+def _bonus_rest(spec: BonusSpec, fast_log: bool, p, t, rows, cols, p_a, omp_a, work=None):
+    """Σ_{v≠y} B(p_v), Σ_{v≠y} D(p_v) and the row-wise D (0 at the target).
+
+    Only a row's argmax can have p > 0.5, where 1 - p by subtraction loses
+    accuracy and where the tangent (LE >= 0.5) or the clamp (LE = 1) applies;
+    that entry (``rows``, ``cols``: rows whose argmax is not the target and
+    has p > 0.5) is left out of the bulk pass and added back from the exact
+    ``p_a``, ``1 - p_a`` of those rows. For the paper's bonus (log,
+    no start, LE >= 0.5) the bulk pass needs no branches:
+
+        B = log(1-p),  D = -p/(1-p) = 1 - 1/(1-p)   for p <= 0.5.
+    """
+    t_col = t.unsqueeze(1)
+    if fast_log:
+        # two chunk-sized work buffers, reused across chunks (no fresh pages)
+        u = torch.sub(_ONE, p, out=work[0][: p.shape[0]]) if work else torch.rsub(p, 1.0)
+        u.scatter_(1, t_col, 1.0)  # excluded entries contribute log 1 = 0 and D = 0
+        u[rows, cols] = 1.0
+        b_rest = (torch.log(u, out=work[1][: p.shape[0]]) if work else torch.log(u)).sum(1)
+        d = u.reciprocal_().neg_().add_(1.0)  # 1 - 1/(1-p) = -p/(1-p)
+    else:
+        b, d = spec.curve(p, 1.0 - p)
+        for x in (b, d):
+            x.scatter_(1, t_col, 0.0)
+            x[rows, cols] = 0.0
+        b_rest = b.sum(1)
+    d_rest = d.sum(1)
+    if rows.numel():
+        b_x, d_x = spec.curve(p_a, omp_a)
+        b_rest.index_add_(0, rows, b_x)
+        d_rest.index_add_(0, rows, d_x)
+        d[rows, cols] = d_x
+    return b_rest, d_rest, d, (rows, cols)
 
 
 def chunked_compute(
@@ -42,18 +78,22 @@ def chunked_compute(
     bonus_tok = torch.zeros_like(loss_tok)
     stats = torch.zeros(5, dtype=torch.float64, device=dev) if want_stats else None
 
-    all_valid = bool(valid.all())
-    rows_idx = None if all_valid else valid.nonzero().squeeze(-1)
-    n_rows = N if all_valid else rows_idx.numel()
+    # Rows are walked in contiguous chunks; padding rows are computed and then
+    # zeroed (cheaper than gathering the valid rows), unless padding dominates.
+    n_valid = int(valid.sum())
+    compact = n_valid < 0.75 * N
+    rows_idx = valid.nonzero().squeeze(-1) if compact else None
+    n_rows = n_valid if compact else N
+    all_valid = n_valid == N
 
     grad = None
     if need_grad:
         if inplace:
             grad = logits2d
-            if not all_valid:
+            if compact:
                 grad[~valid] = 0
         else:
-            grad = (torch.empty_like if all_valid else torch.zeros_like)(logits2d)
+            grad = (torch.zeros_like if compact else torch.empty_like)(logits2d)
 
     eps = spec.label_smoothing
     eps_i = eps / (V - 1)
@@ -62,17 +102,25 @@ def chunked_compute(
     lam = spec.smoothing_b if active else 0.0
     lam_i = lam / (V - 1)
     step = _chunk_rows(V, chunk_rows)
+    # chunk-sized buffers allocated once: fresh 2 MiB allocations per chunk
+    # would each be mapped and faulted in again
+    nbuf = 3 if (active and lam > 0) else 1
+    work = [torch.empty(min(step, max(n_rows, 1)), V, dtype=torch.float32, device=dev) for _ in range(nbuf)]
+    # The paper's bonus (log, no start, LE >= 0.5) with λ > 0 takes a fast path.
+    fast_log = active and lam > 0 and spec.bonus == "log" and spec.bonus_start == 0.0 and spec.log_end >= 0.5
 
     for c0 in range(0, n_rows, step):
         c1 = min(c0 + step, n_rows)
-        if all_valid:
+        if not compact:
             sl = slice(c0, c1)
             z = logits2d[sl]
             tc = t[sl]
+            vc = None if all_valid else valid[sl]
         else:
             sl = rows_idx[c0:c1]
             z = logits2d.index_select(0, sl)
             tc = t.index_select(0, sl)
+            vc = None
         z = z.float()
         tcu = tc.unsqueeze(1)
 
@@ -83,15 +131,29 @@ def chunked_compute(
             zmax, amax = z.max(dim=1)
         else:
             zmax, amax = z.amax(dim=1), None
-        p = torch.exp(z - zmax.unsqueeze(1))
+        p = torch.sub(z, zmax.unsqueeze(1), out=work[0][: c1 - c0])
+        p.exp_()
         e_t = p.gather(1, tcu)
         p.scatter_(1, tcu, 0.0)
         s_o = p.sum(1)
         p.scatter_(1, tcu, e_t)
         e_t = e_t.squeeze(1)
         sumexp = s_o + e_t
-        lse = zmax + sumexp.log()
         z_t = z.gather(1, tcu).squeeze(1)
+        if lam > 0:
+            # Rows whose argmax a is not the target and has p_a = 1/Σe > 0.5
+            # (confidently wrong; rare): a and the exact 1 - p_a = Σ_{v≠a} e_v / Σe.
+            wrong = ((sumexp < 2.0) & (z_t < zmax)).nonzero().squeeze(1)
+            if wrong.numel():
+                e_w = p.index_select(0, wrong)
+                a_w = z.index_select(0, wrong).argmax(1)
+                e_w.scatter_(1, a_w.unsqueeze(1), 0.0)
+                s_w = sumexp.index_select(0, wrong)
+                fix_in = (wrong, a_w, 1.0 / s_w, e_w.sum(1) / s_w)
+            else:
+                empty = wrong.new_zeros(0)
+                fix_in = (wrong, empty, p.new_zeros(0), p.new_zeros(0))
+        lse = zmax + sumexp.log()
         lp_t = torch.where(e_t > 1e-30, -torch.log1p(s_o / e_t.clamp_min(1e-30)), z_t - lse)
         omp_t = s_o / sumexp
         p.mul_(sumexp.reciprocal().unsqueeze(1))
@@ -102,31 +164,28 @@ def chunked_compute(
         ce = (1.0 - eps - eps_i) * nll + eps_i * (V * lse - z.sum(1)) if eps > 0 else nll
 
         if want_stats:
-            stats += token_stats(z, tc, lp_t, torch.ones_like(tc, dtype=torch.bool), zmax, amax)
+            stats += token_stats(z, tc, lp_t, torch.ones_like(tc, dtype=torch.bool) if vc is None else vc, zmax, amax)
 
         # Bonus ρ·Σ_v q'_v B(p_v) with q'_y = 1-λ, q'_v = λ_i = λ/(V-1).
         p_t = e_t / sumexp
         if active:
             b_t, d_t = spec.curve(p_t, omp_t)
             if lam > 0:
-                if spec.needs_exact_one_minus_p:  # LE = 1 evaluates log(1-p) near p = 1
-                    omp = -torch.expm1(z - lse.unsqueeze(1))
-                else:
-                    omp = 1.0 - p
-                b_all, d_all = spec.curve(p, omp)
-                # Σ over v ≠ y: whole-row sum minus the target entry.
-                b_rest = b_all.sum(1) - b_all.gather(1, tcu).squeeze(1)
-                s_rest = lam_i * (d_all.sum(1) - d_all.gather(1, tcu).squeeze(1))
+                b_rest, d_rest, d_all, fix = _bonus_rest(spec, fast_log, p, tc, *fix_in, work=work[1:])
+                s_rest = lam_i * d_rest
                 bonus = rho * ((1.0 - lam) * b_t + lam_i * b_rest)
             else:
-                d_all = None
+                d_all, fix = None, None
                 s_rest = torch.zeros_like(d_t)
                 bonus = rho * b_t
             s_tot = (1.0 - lam) * d_t + s_rest  # S = Σ_v q'_v D(p_v)
         else:
             bonus = torch.zeros_like(nll)
 
-        if all_valid:
+        if vc is not None:  # padding rows inside a contiguous chunk
+            keep = vc.to(nll.dtype)
+            ce, nll, bonus = ce * keep, nll * keep, bonus * keep
+        if not compact:
             loss_tok[sl] = ce + bonus
             nll_tok[sl] = nll
             bonus_tok[sl] = bonus
@@ -147,13 +206,29 @@ def chunked_compute(
             g_t = g_t + rho * ((1.0 - lam) * d_t * omp_t - p_t * s_rest)
         else:
             coef = torch.full_like(nll, scale)
-        g = p.mul_(coef.unsqueeze(1))
+        direct = not compact and grad.dtype == torch.float32
+        g = torch.mul(p, coef.unsqueeze(1), out=grad[sl]) if direct else p.mul_(coef.unsqueeze(1))
         if active and d_all is not None:
             g.add_(d_all, alpha=rho * lam_i * scale)
         if eps_i > 0:
             g.sub_(eps_i * scale)
         g.scatter_(1, tcu, (g_t * scale).unsqueeze(1))
-        if all_valid:
+        if active and d_all is not None and fix[0].numel():
+            # a confident wrong argmax a: exact like the target, since with an
+            # unbounded D its two terms cancel as p_a → 1:
+            #   p_a - ε_i + ρ·(λ_i D(p_a)(1-p_a) - p_a (S - λ_i D(p_a)))
+            rows, cols = fix
+            pa, oa = fix_in[2], fix_in[3]
+            da = d_all[rows, cols]
+            s_wo = s_tot.index_select(0, rows) - lam_i * da
+            g[rows, cols] = (pa - eps_i + rho * (lam_i * da * oa - pa * s_wo)) * scale
+        if vc is not None:
+            pad_rows = (~vc).nonzero().squeeze(1)
+            if pad_rows.numel():
+                g.index_fill_(0, pad_rows, 0.0)
+        if direct:
+            continue
+        if not compact:
             grad[sl].copy_(g)
         else:
             grad.index_copy_(0, sl, g.to(grad.dtype))

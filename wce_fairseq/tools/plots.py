@@ -20,7 +20,11 @@ CURVE_KEYS = [("loss", "loss (bits)"), ("nll_loss", "nll loss (bits)"), ("target
 
 
 def _plt():
+    import logging
+
     import matplotlib
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG/INFO
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -34,7 +38,7 @@ def plot_bonus(out, log_ends=(0.5, 0.75, 0.9, 1.0)):
     from wce_fairseq.ops.bonus import BonusSpec
 
     plt = _plt()
-    p = torch.linspace(0, 0.99999, 2000, dtype=torch.float64)
+    p = torch.linspace(0, 0.9995, 2000, dtype=torch.float64)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     ce = -torch.log(p.clamp_min(1e-12))
     a1.plot(p, ce, "k--", label="CE: -log p")
@@ -81,13 +85,14 @@ def read_log(path):
 def plot_curves(logs, out):
     plt = _plt()
     fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(4 * len(CURVE_KEYS), 3.6))
-    for name, path in logs:
+    for i, (name, path) in enumerate(logs):
         recs = read_log(path)
+        color = f"C{i}"  # one colour per run, solid = train, dashed = valid
         for ax, (key, title) in zip(axes, CURVE_KEYS):
             for kind, style in (("train", "-"), ("valid", "--")):
                 pts = [(int(r["epoch"]), float(r[key])) for r in recs[kind] if key in r]
                 if pts:
-                    ax.plot(*zip(*pts), style, marker=".", label=f"{name} {kind}")
+                    ax.plot(*zip(*pts), style, color=color, marker=".", label=f"{name} {kind}")
             ax.set(title=title, xlabel="epoch")
             ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
