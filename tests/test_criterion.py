@@ -195,3 +195,64 @@ def test_double_import_does_not_crash():
 
     assert CRITERION_REGISTRY["encouraging_ce"].__module__.startswith("wce_fairseq.")
     assert TASK_REGISTRY["translation_encouraging"].__module__.startswith("wce_fairseq.")
+
+
+@pytest.mark.parametrize("prefix", [0, 1])
+def test_fused_projection_equals_unfused(task, prefix):
+    model, sample = make_model(task), make_sample(task, (6, 2, 5))
+    plain = make_criterion(task, label_smoothing=0.1, log_end=0.75, ignore_prefix_size=prefix)
+    fused = make_criterion(task, label_smoothing=0.1, log_end=0.75, ignore_prefix_size=prefix,
+                           el_fuse_projection=True)
+    l1, _, log1 = plain(model, sample)
+    g1 = torch.autograd.grad(l1, list(model.parameters()))
+    l2, _, log2 = fused(model, sample)
+    g2 = torch.autograd.grad(l2, list(model.parameters()))
+    torch.testing.assert_close(l2, l1, rtol=1e-5, atol=1e-5)
+    for k in ("nll_loss", "el_bonus", "el_ntok", "el_sum_p", "el_n_well", "el_sum_margin"):
+        assert float(log2[k]) == pytest.approx(float(log1[k]), rel=1e-5, abs=1e-5), k
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_projection_refused_at_start_up_for_adaptive_softmax(task):
+    from omegaconf import OmegaConf
+    from fairseq.criterions import CRITERION_DATACLASS_REGISTRY
+
+    task._model = make_model(task, adaptive=True)
+    cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY["encouraging_ce"])
+    cfg._name = "encouraging_ce"
+    cfg.el_fuse_projection = True
+    cfg.sentence_avg = False
+    with pytest.raises(ValueError, match=r"--el-fuse-projection .*adaptive softmax"):
+        task.build_criterion(cfg)
+    task._model = make_model(task)
+    assert task.build_criterion(cfg).fuse_projection
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_linear_function_matches_logits_path(bias):
+    from wce_fairseq.functional import encouraging_loss_parts
+    from wce_fairseq.ops.bonus import BonusSpec
+    from wce_fairseq.ops.fused_linear import fused_linear_encouraging_loss
+
+    g = torch.Generator().manual_seed(0)
+    N, D, V = 37, 8, 50
+    h = torch.randn(N, D, generator=g, requires_grad=True)
+    w = torch.randn(V, D, generator=g, requires_grad=True)
+    b = torch.randn(V, generator=g, requires_grad=True) if bias else None
+    t = torch.randint(0, V, (N,), generator=g)
+    t[::5] = -100
+    spec = BonusSpec(label_smoothing=0.1, log_end=0.5)
+    ref = encouraging_loss_parts(h @ w.t() + (b if bias else 0), t, spec, reduction="mean", impl="reference",
+                                 want_stats=True)
+    ref.loss.backward()
+    grads = [x.grad.clone() for x in (h, w, b) if x is not None]
+    for x in (h, w, b):
+        if x is not None:
+            x.grad = None
+    got = fused_linear_encouraging_loss(h, w, b, t, spec, reduction="mean", want_stats=True, chunk_rows=6)
+    (got.loss * 3.0).backward()  # non-unit upstream gradient
+    torch.testing.assert_close(got.loss.double(), ref.loss.double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.stats, ref.stats, rtol=1e-5, atol=1e-5)
+    for x, gr in zip([x for x in (h, w, b) if x is not None], grads):
+        torch.testing.assert_close(x.grad, 3.0 * gr, rtol=1e-4, atol=1e-6)

@@ -14,6 +14,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
 from ..functional import encouraging_loss_parts, resolve_impl
+from ..ops.fused_linear import fused_linear_encouraging_loss
 from ..ops.bonus import BONUS_SHAPES, BonusSpec
 from ..registry import register_once
 from ..schedule import SCHEDULE_UNITS, SCHEDULES, BonusSchedule
@@ -62,6 +63,11 @@ class EncouragingCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
     bonus_schedule_exp_ratio: float = field(
         default=5.0, metadata={"help": "k > 0 of the exp schedule"}
     )
+    el_fuse_projection: bool = field(
+        default=False,
+        metadata={"help": "compute the decoder's output projection and the loss together, chunk by chunk, so "
+                          "the N x V logits never exist (fairseq Transformer decoders without adaptive softmax)"},
+    )
     el_impl: ChoiceEnum(EL_IMPLS) = field(
         default="auto",
         metadata={"help": "loss implementation: auto (fastest exact one for the device: triton on CUDA, "
@@ -93,6 +99,21 @@ def _plain_log_softmax(model) -> bool:
     )
 
 
+def output_projection(model):
+    """The decoder's output ``nn.Linear``, when logits = output_projection(features)
+    and the distribution is their plain log-softmax; else a clear error."""
+    from torch import nn
+
+    dec = getattr(model, "decoder", None)
+    proj = getattr(dec, "output_projection", None)
+    if not isinstance(proj, nn.Linear) or not _plain_log_softmax(model):
+        why = "it uses an adaptive softmax" if getattr(dec, "adaptive_softmax", None) is not None else (
+            "its decoder has no plain nn.Linear output_projection followed by log-softmax")
+        raise ValueError(f"--el-fuse-projection cannot be used with {type(model).__name__}: {why}. "
+                         "It supports fairseq Transformer-style decoders; drop the flag for this model.")
+    return proj
+
+
 @register_once("criterion", "encouraging_ce", dataclass=EncouragingCrossEntropyConfig)
 class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
     def __init__(
@@ -112,6 +133,7 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         bonus_schedule_unit="update",
         bonus_schedule_length=None,
         bonus_schedule_exp_ratio=5.0,
+        el_fuse_projection=False,
         el_impl="auto",
     ):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
@@ -130,6 +152,7 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         self.schedule = BonusSchedule(
             str(bonus_schedule), str(bonus_schedule_unit), bonus_schedule_length, bonus_schedule_exp_ratio
         )
+        self.fuse_projection = bool(el_fuse_projection)
         self.impl = str(el_impl)
         resolve_impl(self.impl)  # unknown or not runnable on this machine: fail now
         self.epoch = 1
@@ -188,9 +211,30 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         res = self.compute_el(model, net_output, sample, reduce)
         return res.loss, res.nll_loss
 
+    def check_model(self, model) -> None:
+        """Refuse, at start-up, a model that --el-fuse-projection cannot serve."""
+        if self.fuse_projection:
+            output_projection(model)
+
+    def _fused(self, model, sample):
+        proj = output_projection(model)
+        features = model(**sample["net_input"], features_only=True)
+        h = features[0]
+        target = model.get_targets(sample, features)
+        if self.ignore_prefix_size > 0:
+            h = h[:, self.ignore_prefix_size :, :].contiguous()
+            target = target[:, self.ignore_prefix_size :].contiguous()
+        return fused_linear_encouraging_loss(
+            h, proj.weight, proj.bias, target, self._current, ignore_index=self.padding_idx, reduction="sum",
+            want_stats=True,
+        )
+
     def forward(self, model, sample, reduce=True):
-        net_output = model(**sample["net_input"])
-        res = self.compute_el(model, net_output, sample, reduce=reduce)
+        if self.fuse_projection and reduce:
+            res = self._fused(model, sample)
+        else:
+            net_output = model(**sample["net_input"])
+            res = self.compute_el(model, net_output, sample, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         n_tok, sum_p, n_well, sum_margin, n_correct = res.stats.tolist()
         logging_output = {

@@ -27,6 +27,19 @@ class TranslationEncouragingTask(TranslationTask):
         super().__init__(cfg, src_dict, tgt_dict)
         self.epoch = 1
 
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        self._model = model
+        return model
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        check = getattr(criterion, "check_model", None)
+        model = getattr(self, "_model", None)
+        if check is not None and model is not None:
+            check(model)  # e.g. --el-fuse-projection on a model without a plain output projection
+        return criterion
+
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
         self.epoch = epoch
