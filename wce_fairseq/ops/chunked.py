@@ -102,12 +102,12 @@ def chunked_compute(
     lam = spec.smoothing_b if active else 0.0
     lam_i = lam / (V - 1)
     step = _chunk_rows(V, chunk_rows)
-    # chunk-sized buffers allocated once: fresh 2 MiB allocations per chunk
-    # would each be mapped and faulted in again
-    nbuf = 3 if (active and lam > 0) else 1
-    work = [torch.empty(min(step, max(n_rows, 1)), V, dtype=torch.float32, device=dev) for _ in range(nbuf)]
     # The paper's bonus (log, no start, LE >= 0.5) with λ > 0 takes a fast path.
     fast_log = active and lam > 0 and spec.bonus == "log" and spec.bonus_start == 0.0 and spec.log_end >= 0.5
+    # chunk-sized buffers allocated once: fresh 2 MiB allocations per chunk
+    # would each be mapped and faulted in again
+    work = [torch.empty(min(step, max(n_rows, 1)), V, dtype=torch.float32, device=dev)
+            for _ in range(3 if fast_log else 1)]
 
     for c0 in range(0, n_rows, step):
         c1 = min(c0 + step, n_rows)

@@ -1,0 +1,102 @@
+"""Peak loss memory with and without --el-fuse-projection: loss from decoder
+features h [N, D] and the output projection W [V, D], forward + backward,
+for growing N. Unfused materialises the N×V logits (and their gradient);
+fused keeps one chunk of logits at a time.
+
+    python benchmarks/bench_fused.py [--tokens 1024,4096,16384] [--vocab 32000] [--dim 512]
+
+CPU: one subprocess per measurement; extra peak = peak RSS minus RSS after
+the inputs exist. Prints a table and writes CSV.
+"""
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def measure(mode, N, V, D, threads, repeats):
+    import torch
+
+    from bench_loss import _reset_peak, _rss_kib  # same RSS method as the loss benchmark
+    from wce_fairseq.functional import encouraging_loss_parts
+    from wce_fairseq.ops.bonus import BonusSpec
+    from wce_fairseq.ops.fused_linear import fused_linear_encouraging_loss
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    h0 = torch.randn(N, D)
+    w0 = torch.randn(V, D) * D ** -0.5
+    t = torch.randint(0, V, (N,))
+    spec = BonusSpec(label_smoothing=0.1, log_end=0.5)
+
+    def once():
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        if mode == "fused":
+            loss = fused_linear_encouraging_loss(h, w, None, t, spec, reduction="sum").loss
+        else:
+            loss = encouraging_loss_parts(h @ w.t(), t, spec, reduction="sum", impl="chunked").loss
+        loss.backward()
+
+    import gc
+
+    gc.collect()
+    _reset_peak()
+    base = _rss_kib("VmRSS")
+    once()
+    extra = (_rss_kib("VmHWM") - base) * 1024
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), extra
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", default="1024,4096,16384")
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--csv", default=os.path.join(REPO, "benchmarks", "results", "fused_bench.csv"))
+    a = ap.parse_args()
+    rows = []
+    for N in [int(x) for x in a.tokens.split(",")]:
+        for mode in ("unfused", "fused"):
+            print(f"[{mode}] N={N}", file=sys.stderr, flush=True)
+            spec = dict(mode=mode, N=N, V=a.vocab, D=a.dim, threads=a.threads, repeats=a.repeats)
+            p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                               cwd=os.path.dirname(os.path.abspath(__file__)))
+            if p.returncode:
+                print(p.stderr[-2000:], file=sys.stderr)
+                continue
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            rows.append(dict(mode=mode, N=N, V=a.vocab, D=a.dim, **r))
+    print(f"\nloss from features (fwd+bwd), fp32 CPU, {a.threads} threads, V={a.vocab}, D={a.dim}")
+    print(f"{'N':>7} {'mode':<8} {'time ms':>9} {'extra peak MiB':>15} {'N x V logits MiB':>17}")
+    for r in rows:
+        print(f"{r['N']:>7} {r['mode']:<8} {1000 * r['time_s']:>9.1f} {r['extra_bytes'] / 2**20:>15.1f} "
+              f"{r['N'] * r['V'] * 4 / 2**20:>17.1f}")
+    os.makedirs(os.path.dirname(a.csv), exist_ok=True)
+    with open(a.csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"\nwrote {a.csv}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        t, m = measure(**json.loads(sys.argv[2]))
+        print(json.dumps({"time_s": t, "extra_bytes": m}))
+    else:
+        main()
