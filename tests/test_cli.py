@@ -2,7 +2,6 @@
 import os
 import subprocess
 import re
-import shutil
 import textwrap
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from cli_helpers import PLUGIN, REPO, json_records, make_toy_data, run, tool, train  # noqa: E402
+from cli_helpers import PLUGIN, json_records, make_toy_data, run, tool, train  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,5 @@
 """SPEC §6: exact resume, distributed equivalence, soak with the unbounded bonus."""
 import math
-import os
 import re
 
 import pytest

@@ -83,12 +83,6 @@ class BonusSpec:
     def active(self) -> bool:
         return self.bonus != "none" and self.bonus_weight > 0.0
 
-    @property
-    def needs_exact_one_minus_p(self) -> bool:
-        """Only the unclamped log (LE = 1) evaluates B near p = 1, where 1 - p
-        must come from ``-expm1(lp)`` instead of a subtraction."""
-        return self.bonus == "log" and self.log_end >= 1.0
-
     def with_weight(self, weight: float) -> "BonusSpec":
         return BonusSpec(**{**self.__dict__, "bonus_weight": float(weight)})
 

@@ -13,13 +13,11 @@ which is how the tests exercise it).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 
-from .bonus import LOG_CLAMP, BonusSpec
+from .bonus import BonusSpec
 from .common import ELResult, reduce_tokens
 
 _BONUS_CODE = {"log": 0, "power": 1, "cos": 2, "none": 3}
@@ -48,7 +46,7 @@ def _bonus_curve(p, omp, le, gamma, start, b_start, BONUS: tl.constexpr, LOG_CLA
     """(B_s(p), p·B_s'(p)); omp = 1 - p computed by the caller."""
     if BONUS == 0:
         if LOG_CLAMPED:
-            # log(max(1-p, 1e-5)); derivative 0 inside the clamp
+            # log(max(1-p, 1e-5)) (bonus.LOG_CLAMP); derivative 0 inside the clamp
             om = tl.maximum(omp, 1e-5)
             b = tl.log(om)
             d = tl.where(omp > 1e-5, -p / om, 0.0)
@@ -266,4 +264,4 @@ def triton_forward(logits, target, spec: BonusSpec, ignore_index: int, reduction
     return ELResult(loss, nll, bonus, stats if want_stats else None)
 
 
-__all__ = ["triton_forward", "TritonEncouragingLoss", "LOG_CLAMP", "math"]
+__all__ = ["triton_forward", "TritonEncouragingLoss"]

@@ -10,7 +10,6 @@
 """
 import argparse
 import json
-import math
 import os
 import re
 import sys
