@@ -9,7 +9,6 @@ CPU: one subprocess per measurement; extra peak = peak RSS minus RSS after
 the inputs exist. Prints a table and writes CSV.
 """
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -85,12 +84,9 @@ def main():
     for r in rows:
         print(f"{r['N']:>7} {r['mode']:<8} {1000 * r['time_s']:>9.1f} {r['extra_bytes'] / 2**20:>15.1f} "
               f"{r['N'] * r['V'] * 4 / 2**20:>17.1f}")
-    os.makedirs(os.path.dirname(a.csv), exist_ok=True)
-    with open(a.csv, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"\nwrote {a.csv}")
+    from bench_loss import write_csv
+
+    write_csv(rows, a.csv)
 
 
 if __name__ == "__main__":

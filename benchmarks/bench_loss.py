@@ -131,6 +131,17 @@ def measure(provider, N, V, mode, dtype, device, repeats, threads):
     return statistics.median(times), extra
 
 
+def write_csv(rows, path):
+    if not rows:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"\nwrote {path}")
+
+
 def child(argv):
     a = json.loads(argv)
     t, m = measure(**a)
@@ -199,12 +210,7 @@ def main(argv=None):
         print(f"{r['N']:>6} x {r['V']:<6} {r['mode']:<8} {r['provider']:<12} {1000 * r['time_s']:>9.1f} "
               f"{r['time_x_stock']:>8.2f} {r['extra_bytes'] / 2**20:>10.1f} {r['mem_x_stock']:>8.2f}")
     if a.csv:
-        os.makedirs(os.path.dirname(os.path.abspath(a.csv)), exist_ok=True)
-        with open(a.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        print(f"\nwrote {a.csv}")
+        write_csv(rows, a.csv)
 
 
 if __name__ == "__main__":

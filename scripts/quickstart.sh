@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export PATH="$PWD/.venv/bin:$PATH"  # fairseq-* and the recipes' tools, as if the venv were activated
 exec .venv/bin/python examples/quickstart/run.py "$@"

@@ -1,5 +1,4 @@
 """Run fairseq's command-line tools on tiny generated data."""
-import json
 import os
 import subprocess
 import sys
@@ -26,7 +25,8 @@ def tool(name):
 
 
 def run(args, cwd=None, check=True, timeout=600):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))  # the venv's tools, activated or not
     p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -42,12 +42,9 @@ def train(data, save_dir, extra=(), criterion=("--criterion", "encouraging_ce"),
 
 def json_records(text, kind="train"):
     """fairseq's per-epoch json log records of one kind (train / valid)."""
-    out = []
-    for line in text.splitlines():
-        if (f"| {kind} |" in line or f"[{kind}][" in line) and "{" in line:
-            rec = json.loads(line[line.index("{"):])
-            out.append({k[len(kind) + 1:] if k.startswith(kind + "_") else k: v for k, v in rec.items()})
-    return out
+    from wce_fairseq.tools.plots import parse_log_lines
+
+    return parse_log_lines(text.splitlines())[kind]
 
 
 def make_toy_data(root, n_train=600, n_valid=60, n_test=60, vocab=200):

@@ -41,7 +41,7 @@ def results(tmp_path_factory):
     def launch(name):
         flags, _ = CASES[name]
         save = root / name
-        env = dict(os.environ, OMP_NUM_THREADS="1")
+        env = dict(os.environ, OMP_NUM_THREADS="1", PATH=os.path.dirname(tool("python")) + os.pathsep + os.environ["PATH"])
         env.pop("TRITON_INTERPRET", None)  # a CPU-only machine cannot run the triton impl
         p = subprocess.run(
             [tool("fairseq-train"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging",

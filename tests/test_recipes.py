@@ -3,6 +3,7 @@
 fairseq arguments; plus the comparison and plotting tools."""
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -61,7 +62,8 @@ def test_recipe_prepare_train_evaluate(recipe, raw, tmp_path):
     assert "[prepare] ready" in p.stdout
     data = os.path.join(out, "bin")
     assert os.path.exists(os.path.join(data, f"dict.{src}.txt"))
-    for system in ("baseline", "el"):
+    # both systems once; the other recipes share train_common.sh, so EL suffices there
+    for system in (("baseline", "el") if recipe == "iwslt14_de_en" else ("el",)):
         save = str(tmp_path / system)
         p = sh([f"examples/{recipe}/train.sh", data, system, "1", save, *TINY])
         recs = json_records(open(os.path.join(save, "train.log")).read())
@@ -70,7 +72,7 @@ def test_recipe_prepare_train_evaluate(recipe, raw, tmp_path):
         e = sh([f"examples/{recipe}/evaluate.sh", data, save, os.path.join(out, "raw", f"test.{tgt}"), "--last", "2"])
         scores = open(os.path.join(save, "eval.test", "scores.txt")).read()
         assert "sacreBLEU (detok): " in scores and "nrefs:1" in scores and "chrF2: " in scores
-        assert "fairseq BLEU4" in scores
+        assert re.search(r"fairseq BLEU4 \(whitespace tokens\): \d", scores), scores
         assert len(open(os.path.join(save, "eval.test", "hyp")).read().splitlines()) == 40
         assert "checkpoint_avg2.pt" in e.stdout
     if recipe == "iwslt14_de_en":  # the histogram command on real checkpoints

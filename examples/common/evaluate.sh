@@ -57,5 +57,6 @@ need_file "$REF"
   echo "run: $SAVE ($(basename "$CKPT"), beam 5, $SUBSET)"
   echo -n "sacreBLEU (detok): "; sacrebleu "$REF" -i "$OUT/hyp" -m bleu -b -w 2 ; sacrebleu "$REF" -i "$OUT/hyp" -m bleu --format text | sed -n 's/^/  /p' | head -1
   echo -n "chrF2: "; sacrebleu "$REF" -i "$OUT/hyp" -m chrf -b -w 2
-  echo -n "fairseq BLEU4 (whitespace tokens): "; grep -o "BLEU4 = [0-9.]*" "$OUT/generate.log" | tail -1 | cut -d' ' -f3
+  echo -n "fairseq BLEU4 (whitespace tokens): "
+  { grep -h -o "BLEU4 = [0-9.]*" "$OUT/generate.txt" "$OUT/generate.log" || echo "BLEU4 = n/a"; } | tail -1 | cut -d' ' -f3
 } | tee "$OUT/scores.txt"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .bonus import BonusSpec
-from .common import ELResult, reduce_tokens, token_stats
+from .common import ELResult, finish_forward, reduce_tokens, take_saved_grad, token_stats
 
 _ONE = torch.tensor(1.0)
 # Elements of one fp32 chunk (2 MiB; fastest of 2^16..2^20 on the benchmark machine).
@@ -249,23 +249,11 @@ class ChunkedEncouragingLoss(torch.autograd.Function):
         )
         ctx.grad = grad
         ctx.reduction = reduction
-        out = [reduce_tokens(x, n_valid, reduction) for x in (loss_tok, nll_tok, bonus_tok)]
-        if stats is None:
-            stats = torch.zeros(0, dtype=torch.float64, device=logits2d.device)
-        ctx.mark_non_differentiable(out[1], out[2], stats)
-        return out[0], out[1], out[2], stats
+        return finish_forward(ctx, (loss_tok, nll_tok, bonus_tok), stats, n_valid, reduction, logits2d.device)
 
     @staticmethod
     def backward(ctx, g_loss, *unused):
-        grad = ctx.grad
-        if grad is None:
-            raise RuntimeError("the chunked encouraging loss keeps its gradient for one backward pass only")
-        ctx.grad = None
-        if ctx.reduction == "none":
-            grad.mul_(g_loss.to(grad.dtype).unsqueeze(1))
-        elif g_loss.numel() != 1 or float(g_loss) != 1.0:
-            grad.mul_(g_loss.to(grad.dtype))
-        return grad, None, None, None, None, None, None, None
+        return take_saved_grad(ctx, g_loss, "chunked"), None, None, None, None, None, None, None
 
 
 def chunked_forward(

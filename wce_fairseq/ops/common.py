@@ -51,6 +51,30 @@ def reduce_tokens(per_token: torch.Tensor, n_valid: torch.Tensor, reduction: str
     return total / n_valid.clamp_min(1).to(total.dtype)
 
 
+def finish_forward(ctx, per_token, stats, n_valid, reduction, device):
+    """Reduce (loss, nll, bonus) and mark all but the loss non-differentiable:
+    the tail of every implementation's ``autograd.Function.forward``."""
+    out = [reduce_tokens(x, n_valid, reduction) for x in per_token]
+    if stats is None:
+        stats = torch.zeros(0, dtype=torch.float64, device=device)
+    ctx.mark_non_differentiable(out[1], out[2], stats)
+    return out[0], out[1], out[2], stats
+
+
+def take_saved_grad(ctx, g_loss, impl: str) -> torch.Tensor:
+    """The gradient produced during forward, scaled in place by the upstream
+    gradient (per token for reduction 'none'). Usable for one backward only."""
+    grad = ctx.grad
+    if grad is None:
+        raise RuntimeError(f"the {impl} encouraging loss keeps its gradient for one backward pass only")
+    ctx.grad = None
+    if ctx.reduction == "none":
+        grad.mul_(g_loss.to(grad.dtype).unsqueeze(1))
+    elif g_loss.numel() != 1 or float(g_loss) != 1.0:
+        grad.mul_(g_loss.to(grad.dtype))
+    return grad
+
+
 @torch.no_grad()
 def token_stats(z, t, lp_t, valid, zmax=None, amax=None) -> torch.Tensor:
     """Diagnostics for rows ``z`` (fp32, [n, V]) with safe targets ``t``:

@@ -17,7 +17,7 @@ import torch
 
 from .bonus import BonusSpec
 from .chunked import chunked_compute
-from .common import ELResult, reduce_tokens
+from .common import ELResult, finish_forward
 
 # rows of logits per chunk: large enough for an efficient matmul
 FUSED_CHUNK_ELEMENTS = 1 << 22
@@ -62,11 +62,7 @@ class FusedLinearEncouragingLoss(torch.autograd.Function):
                     grad_b += g.sum(0)
         ctx.grads = (grad_h, grad_w, grad_b)
         ctx.dtypes = (h.dtype, weight.dtype, bias.dtype if bias is not None else None)
-        out = [reduce_tokens(x, n_valid, reduction) for x in (loss, nll, bon)]
-        if stats is None:
-            stats = torch.zeros(0, dtype=torch.float64, device=h.device)
-        ctx.mark_non_differentiable(out[1], out[2], stats)
-        return out[0], out[1], out[2], stats
+        return finish_forward(ctx, (loss, nll, bon), stats, n_valid, reduction, h.device)
 
     @staticmethod
     def backward(ctx, g_loss, *unused):

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .bonus import BonusSpec
-from .common import ELResult, reduce_tokens
+from .common import ELResult, finish_forward, reduce_tokens, take_saved_grad
 
 _BONUS_CODE = {"log": 0, "power": 1, "cos": 2, "none": 3}
 
@@ -224,22 +224,12 @@ class TritonEncouragingLoss(torch.autograd.Function):
         loss, nll, bonus, grad, per_row = _launch(z, t, spec, ignore_index, scale, ctx.needs_input_grad[0], inplace)
         ctx.grad = grad
         ctx.reduction = reduction
-        outs = [reduce_tokens(x, n_valid, reduction) for x in (loss, nll, bonus)]
-        stats = _stats(valid, per_row) if want_stats else torch.zeros(0, dtype=torch.float64, device=z.device)
-        ctx.mark_non_differentiable(outs[1], outs[2], stats)
-        return outs[0], outs[1], outs[2], stats
+        stats = _stats(valid, per_row) if want_stats else None
+        return finish_forward(ctx, (loss, nll, bonus), stats, n_valid, reduction, z.device)
 
     @staticmethod
     def backward(ctx, g_loss, *unused):
-        grad = ctx.grad
-        if grad is None:
-            raise RuntimeError("the triton encouraging loss keeps its gradient for one backward pass only")
-        ctx.grad = None
-        if ctx.reduction == "none":
-            grad.mul_(g_loss.to(grad.dtype).unsqueeze(1))
-        elif g_loss.numel() != 1 or float(g_loss) != 1.0:
-            grad.mul_(g_loss.to(grad.dtype))
-        return grad, None, None, None, None, None, None
+        return take_saved_grad(ctx, g_loss, "triton"), None, None, None, None, None, None
 
 
 def triton_forward(logits, target, spec: BonusSpec, ignore_index: int, reduction: str, want_stats: bool,

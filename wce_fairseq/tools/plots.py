@@ -31,6 +31,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, out, dpi):
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def plot_bonus(out, log_ends=(0.5, 0.75, 0.9, 1.0)):
     import torch
 
@@ -51,34 +58,44 @@ def plot_bonus(out, log_ends=(0.5, 0.75, 0.9, 1.0)):
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out, 120)
 
 
 _SIMPLE = re.compile(r"\| (train|valid) \| epoch (\d+) \|(.*)$")
 
 
-def read_log(path):
-    """Per-epoch {'train': [...], 'valid': [...]} records from a fairseq log
-    (``--log-format json`` or ``simple``; hydra's format too)."""
-    recs = {"train": [], "valid": []}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+def parse_log_lines(lines):
+    """Per-epoch {'train': [...], 'valid': [...]} records from fairseq log
+    lines: ``--log-format json`` on the console (``| train | {...}``), in a
+    ``--log-file`` (bare ``{...}`` lines), hydra's ``[train][INFO] - {...}``,
+    or ``--log-format simple``. Keys lose their ``train_``/``valid_`` prefix;
+    a repeated epoch keeps its last record."""
+    recs = {"train": {}, "valid": {}}
+    for line in lines:
+        if "{" in line and "train_inner" not in line:
+            try:
+                r = json.loads(line[line.index("{"):])
+            except ValueError:
+                continue
             for kind in ("train", "valid"):
-                if (f"| {kind} |" in line or f"[{kind}][" in line) and "{" in line:
-                    r = json.loads(line[line.index("{"):])
-                    recs[kind].append({k[len(kind) + 1:] if k.startswith(kind + "_") else k: v for k, v in r.items()})
-            m = _SIMPLE.search(line)
-            if m and "{" not in line:
-                r = {"epoch": int(m.group(2))}
-                for part in m.group(3).split("|"):
-                    bits = part.strip().split(" ", 1)
-                    if len(bits) == 2:
-                        r[bits[0]] = bits[1]
-                recs[m.group(1)].append(r)
-    return recs
+                if f"{kind}_loss" in r:
+                    recs[kind][int(r["epoch"])] = {
+                        k[len(kind) + 1:] if k.startswith(kind + "_") else k: v for k, v in r.items()}
+            continue
+        m = _SIMPLE.search(line)
+        if m:
+            r = {"epoch": int(m.group(2))}
+            for part in m.group(3).split("|"):
+                bits = part.strip().split(" ", 1)
+                if len(bits) == 2:
+                    r[bits[0]] = bits[1]
+            recs[m.group(1)][r["epoch"]] = r
+    return {k: [v[e] for e in sorted(v)] for k, v in recs.items()}
+
+
+def read_log(path):
+    with open(path, encoding="utf-8") as f:
+        return parse_log_lines(f)
 
 
 def plot_curves(logs, out):
@@ -95,10 +112,7 @@ def plot_curves(logs, out):
             ax.set(title=title, xlabel="epoch")
             ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out, 110)
 
 
 def target_probs(data, ckpt, subset="valid", max_tokens=4096, user_dir=None):
@@ -142,10 +156,7 @@ def plot_hist(data, ckpts, out, subset="valid"):
            title=f"Target-token probability on {subset}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out, 110)
 
 
 def _pairs(items, what):
