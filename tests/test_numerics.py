@@ -31,6 +31,9 @@ def _hostile(case, dtype):
     elif case == "near_one":  # LE = 1 territory: p → 1 but not exactly
         z = torch.zeros(N, V)
         z[torch.arange(N), t] = 14.0
+    elif case == "near_one_wrong":  # a wrong class at 1 - p ≈ 3e-4, inside the LE = 1 clamp
+        z = torch.zeros(N, V)
+        z[torch.arange(N), (t + 1) % V] = 11.0
     elif case == "all_padding":
         z = torch.randn(N, V, generator=g)
         t = torch.full((N,), -100)
@@ -41,7 +44,8 @@ def _hostile(case, dtype):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", ["huge", "one_hot", "confidently_wrong", "near_one", "all_padding", "V=2", "N=1"])
+@pytest.mark.parametrize("case", ["huge", "one_hot", "confidently_wrong", "near_one", "near_one_wrong", "all_padding",
+                                  "V=2", "N=1"])
 @pytest.mark.parametrize("opts", BONUSES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "log")
 def test_hostile_inputs_are_finite_and_exact(impl, dtype, case, opts):
     z, t = _hostile(case, dtype)
