@@ -8,6 +8,7 @@ pytest.importorskip("fairseq")
 
 from fairseq_helpers import make_criterion, make_model, make_sample, make_task  # noqa: E402
 from el_reference import el_reference  # noqa: E402
+from wce_fairseq.functional import IMPLEMENTATIONS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +230,9 @@ def test_fused_projection_refused_at_start_up_for_adaptive_softmax(task):
     assert task.build_criterion(cfg).fuse_projection
 
 
+@pytest.mark.parametrize("impl", ["chunked", "auto"] + (["triton"] if "triton" in IMPLEMENTATIONS else []))
 @pytest.mark.parametrize("bias", [False, True])
-def test_fused_linear_function_matches_logits_path(bias):
+def test_fused_linear_function_matches_logits_path(bias, impl):
     from wce_fairseq.functional import encouraging_loss_parts
     from wce_fairseq.ops.bonus import BonusSpec
     from wce_fairseq.ops.fused_linear import fused_linear_encouraging_loss
@@ -250,7 +252,7 @@ def test_fused_linear_function_matches_logits_path(bias):
     for x in (h, w, b):
         if x is not None:
             x.grad = None
-    got = fused_linear_encouraging_loss(h, w, b, t, spec, reduction="mean", want_stats=True, chunk_rows=6)
+    got = fused_linear_encouraging_loss(h, w, b, t, spec, reduction="mean", want_stats=True, chunk_rows=6, impl=impl)
     (got.loss * 3.0).backward()  # non-unit upstream gradient
     torch.testing.assert_close(got.loss.double(), ref.loss.double(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got.stats, ref.stats, rtol=1e-5, atol=1e-5)

@@ -226,7 +226,7 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             target = target[:, self.ignore_prefix_size :].contiguous()
         return fused_linear_encouraging_loss(
             h, proj.weight, proj.bias, target, self._current, ignore_index=self.padding_idx, reduction="sum",
-            want_stats=True,
+            want_stats=True, impl=self.impl,
         )
 
     def forward(self, model, sample, reduce=True):

@@ -25,7 +25,7 @@ FUSED_CHUNK_ELEMENTS = 1 << 22
 
 class FusedLinearEncouragingLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, bias, target, spec, ignore_index, reduction, want_stats, chunk_rows):
+    def forward(ctx, h, weight, bias, target, spec, ignore_index, reduction, want_stats, chunk_rows, impl):
         N, D = h.shape
         V = weight.shape[0]
         valid = target != ignore_index
@@ -42,14 +42,21 @@ class FusedLinearEncouragingLoss(torch.autograd.Function):
         loss, nll, bon = (torch.zeros(N, dtype=f32, device=h.device) for _ in range(3))
         stats = torch.zeros(5, dtype=torch.float64, device=h.device) if want_stats else None
         step = chunk_rows or max(1, FUSED_CHUNK_ELEMENTS // V)
+        if impl == "triton":  # imported only where it can run
+            from .triton_el import _launch as _triton_launch
+            from .triton_el import _stats as _triton_stats
         for c0 in range(0, N, step):
             c1 = min(c0 + step, N)
             hc = h[c0:c1].to(f32)
             z = hc @ wf.t()
             if bias is not None:
                 z += bias.to(f32)
-            lt, nt, bt, g, st = chunked_compute(z, t[c0:c1], valid[c0:c1], spec, scale, need, want_stats,
-                                                inplace=True)
+            if impl == "triton":  # the fused kernel, gradient written over the chunk
+                lt, nt, bt, g, per_row = _triton_launch(z, target[c0:c1], spec, ignore_index, scale, need, True)
+                st = _triton_stats(valid[c0:c1], per_row) if want_stats else None
+            else:
+                lt, nt, bt, g, st = chunked_compute(z, t[c0:c1], valid[c0:c1], spec, scale, need, want_stats,
+                                                    inplace=True)
             loss[c0:c1], nll[c0:c1], bon[c0:c1] = lt, nt, bt
             if want_stats:
                 stats += st
@@ -75,20 +82,25 @@ class FusedLinearEncouragingLoss(torch.autograd.Function):
                 gr = gr * g_loss.to(gr.dtype)
             grads.append(gr.to(dt))
         ctx.grads = None
-        return grads[0], grads[1], grads[2], None, None, None, None, None, None
+        return grads[0], grads[1], grads[2], None, None, None, None, None, None, None
 
 
 def fused_linear_encouraging_loss(
     hidden, weight, bias, target, spec: BonusSpec, *, ignore_index=-100, reduction="sum", want_stats=False,
-    chunk_rows=None,
+    chunk_rows=None, impl="auto",
 ) -> ELResult:
-    """``encouraging_loss(hidden @ weight.T + bias, target)`` without the logits."""
+    """``encouraging_loss(hidden @ weight.T + bias, target)`` without the logits.
+    ``impl``: the per-chunk loss, "triton" (auto on CUDA) or "chunked"
+    ("reference" is taken as "chunked": the fused path has no autograd form)."""
+    from ..functional import resolve_impl
+
     if reduction not in ("sum", "mean"):
         raise ValueError("the fused projection supports reduction 'sum' or 'mean'")
+    impl = resolve_impl(impl, hidden.device)
     D = hidden.shape[-1]
     h = hidden.reshape(-1, D)
     t = target.reshape(-1)
     loss, nll, bonus, stats = FusedLinearEncouragingLoss.apply(
-        h, weight, bias, t, spec, ignore_index, reduction, want_stats, chunk_rows
+        h, weight, bias, t, spec, ignore_index, reduction, want_stats, chunk_rows, impl
     )
     return ELResult(loss, nll, bonus, stats if want_stats else None)
