@@ -9,7 +9,6 @@ Every stage prints its progress; fairseq's per-epoch lines are shown as they com
 """
 import argparse
 import os
-import re
 import subprocess
 import sys
 import time
@@ -42,16 +41,17 @@ def stage(i, n, msg):
     print(f"\n[{i}/{n}] {msg}", flush=True)
 
 
-def stream(cmd, log_path, show=lambda line: False, cwd=None):
-    """Run cmd, tee its output to log_path, print the lines `show` selects."""
+def stream(cmd, log_path, echo=lambda line: None, cwd=None):
+    """Run cmd, tee its output to log_path, print what `echo` makes of a line."""
     t0 = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
                              env=dict(os.environ, PYTHONUNBUFFERED="1", PATH=BIN + os.pathsep + os.environ["PATH"]))
         for line in p.stdout:
             log.write(line)
-            if show(line):
-                print("   " + line.rstrip()[:220], flush=True)
+            shown = echo(line)
+            if shown:
+                print("   " + shown[:220], flush=True)
         p.wait()
     if p.returncode != 0:
         print(open(log_path, encoding="utf-8").read()[-3000:], file=sys.stderr)
@@ -59,22 +59,15 @@ def stream(cmd, log_path, show=lambda line: False, cwd=None):
     return time.time() - t0
 
 
-def epoch_line(line):
-    m = re.search(r"\| (train|valid) \| (\{.*\})", line)
-    if not m:
-        return False
-    return True
+def epoch_summary(line):
+    """One short line for fairseq's per-epoch train/valid record, else None."""
+    from wce_fairseq.tools.plots import parse_log_lines
 
-
-def short_epoch(line):
-    import json
-
-    m = re.search(r"\| (train|valid) \| (\{.*\})", line)
-    r = json.loads(m.group(2))
-    k = m.group(1)
-    keys = ["loss", "nll_loss", "bonus", "target_prob", "well_classified", "margin"]
-    vals = " ".join(f"{x}={r[f'{k}_{x}']}" for x in keys if f"{k}_{x}" in r)
-    return f"epoch {r['epoch']:>2} {k:<5} {vals}"
+    for kind, recs in parse_log_lines([line]).items():
+        for r in recs:
+            keys = ["loss", "nll_loss", "bonus", "target_prob", "well_classified", "margin"]
+            return f"epoch {r['epoch']:>2} {kind:<5} " + " ".join(f"{x}={r[x]}" for x in keys if x in r)
+    return None
 
 
 def bleu(hyp_path, ref_path):
@@ -108,7 +101,7 @@ def main(argv=None):
 
     stage(2, n, "SentencePiece + fairseq-preprocess")
     stream(["bash", os.path.join(REPO, "examples/common/binarize.sh"), "en", "ps", os.path.join(out, "raw"), out, "256"],
-           os.path.join(out, "binarize.log"), show=lambda line: line.startswith("[binarize]"))
+           os.path.join(out, "binarize.log"), echo=lambda line: line.rstrip() if line.startswith("[binarize]") else None)
     data = os.path.join(out, "bin")
 
     results = {}
@@ -117,13 +110,7 @@ def main(argv=None):
         stage(3 + i, n, f"fairseq-train {name}: {' '.join(crit)} ({a.epochs} epochs)")
         cmd = [os.path.join(BIN, "fairseq-train"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging",
                *crit, *MODEL, "--max-epoch", str(a.epochs), "--seed", str(a.seed), "--save-dir", run_dir]
-
-        def show(line):
-            if epoch_line(line):
-                print("   " + short_epoch(line), flush=True)
-            return False
-
-        secs = stream(cmd, os.path.join(out, f"{name}.train.log"), show)
+        secs = stream(cmd, os.path.join(out, f"{name}.train.log"), epoch_summary)
         results[name] = {"train_s": secs}
 
     stage(5, n, "fairseq-generate (beam 5) on the test set + sacreBLEU")
