@@ -1,8 +1,12 @@
 """``--task translation_encouraging``: fairseq's ``translation`` task that tells
 the criterion the training progress before every step, so bonus schedules
 advance (the authors' fork never called the hook), and that keeps telling it
-after a resume (epoch and update counters come from the checkpoint)."""
+after a resume (epoch and update counters come from the checkpoint).
 
+It also makes a resumed run draw the same mini-batches as an uninterrupted one
+(see ``get_batch_iterator``)."""
+
+import inspect
 from dataclasses import dataclass
 
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
@@ -39,6 +43,35 @@ class TranslationEncouragingTask(TranslationTask):
         if check is not None and model is not None:
             check(model)  # e.g. --el-fuse-projection on a model without a plain output projection
         return criterion
+
+    # fairseq >= 0.12 sorts the training set under ``numpy_seed(seed + epoch)``
+    # once per process, with the epoch the process starts in, and reuses those
+    # batches for every later epoch. An uninterrupted run therefore trains all
+    # epochs on the batches of epoch 1, while a run resumed at epoch k builds
+    # them from seed + k: the same sentences split and ordered differently, so
+    # the resumed parameters drift from the uninterrupted ones. Where batches
+    # are reused across epochs we always build them as epoch 1 would, which
+    # keeps an uninterrupted run identical to ``--task translation`` and makes
+    # a resumed run identical to it too. Where fairseq rebuilds batches every
+    # epoch (``rebuild_batches``, sharded data, ``disable_iterator_cache``) it
+    # already depends on the epoch alone and is left as it is.
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        parent = super().get_batch_iterator
+        bound = inspect.signature(parent).bind(dataset, *args, **kwargs)
+        bound.apply_defaults()
+        options = bound.arguments
+        epoch = options["epoch"]
+        reused = (not options.get("disable_iterator_cache", False)
+                  and not options.get("update_epoch_batch_itr", False)
+                  and not getattr(self.cfg, "rebuild_batches", False)
+                  and self.can_reuse_epoch_itr(dataset))
+        if not reused or epoch == 1 or dataset in self.dataset_to_epoch_iter:
+            return parent(*bound.args, **bound.kwargs)
+        options["epoch"] = 1
+        itr = parent(*bound.args, **bound.kwargs)
+        itr.epoch = max(epoch, 1)  # a plain attribute: where next_epoch_itr continues from
+        dataset.set_epoch(epoch)
+        return itr
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
