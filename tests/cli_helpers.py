@@ -24,20 +24,27 @@ def tool(name):
     return os.path.join(BIN, name)
 
 
+def tool_env():
+    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))  # the venv's tools, activated or not
+
+
 def run(args, cwd=None, check=True, timeout=600):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))  # the venv's tools, activated or not
-    p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
 
 
+def train_command(data, save_dir, extra=(), criterion=("--criterion", "encouraging_ce"), user_dir=PLUGIN,
+                  task="translation_encouraging"):
+    return [tool("fairseq-train"), data, "--user-dir", user_dir, "--task", task, *criterion,
+            "--save-dir", save_dir, *TINY_MODEL, *extra]
+
+
 def train(data, save_dir, extra=(), criterion=("--criterion", "encouraging_ce"), check=True, cwd=None,
           user_dir=PLUGIN, task="translation_encouraging"):
-    args = [tool("fairseq-train"), data, "--user-dir", user_dir, "--task", task, *criterion,
-            "--save-dir", save_dir, *TINY_MODEL, *extra]
-    return run(args, check=check, cwd=cwd)
+    return run(train_command(data, save_dir, extra, criterion, user_dir, task), check=check, cwd=cwd)
 
 
 def json_records(text, kind="train"):

@@ -215,6 +215,37 @@ def test_fused_projection_equals_unfused(task, prefix):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("fuse", [False, True])
+def test_model_inside_fairseq_distributed_wrapper(task, fuse):
+    """Multi-worker fairseq hands the criterion ModuleProxyWrapper(DDP(model)):
+    the loss, the fast logits path and the fused projection must see through it
+    (they once read the wrapper's type and crashed at the first step)."""
+    from fairseq.distributed import ModuleProxyWrapper
+    from torch import nn
+
+    from wce_fairseq.criterions.encouraging_ce import _plain_log_softmax, output_projection
+
+    class DataParallelLike(nn.Module):  # what DDP / legacy_ddp look like from outside
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+    model, sample = make_model(task), make_sample(task, (6, 2, 5))
+    wrapped = ModuleProxyWrapper(DataParallelLike(model))
+    assert _plain_log_softmax(wrapped) and output_projection(wrapped) is model.decoder.output_projection
+    crit = make_criterion(task, label_smoothing=0.1, log_end=0.75, el_fuse_projection=fuse)
+    l1, _, log1 = crit(model, sample)
+    g1 = torch.autograd.grad(l1, list(model.parameters()))
+    l2, _, log2 = crit(wrapped, sample)
+    g2 = torch.autograd.grad(l2, list(model.parameters()))
+    assert float(l2) == float(l1) and float(log2["el_bonus"]) == float(log1["el_bonus"])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
 def test_fused_projection_refused_at_start_up_for_adaptive_softmax(task):
     from omegaconf import OmegaConf
     from fairseq.criterions import CRITERION_DATACLASS_REGISTRY

@@ -4,6 +4,7 @@ encouraging bonus (SPEC §2–3), a drop-in for ``label_smoothed_cross_entropy``
 import math
 from dataclasses import dataclass, field
 from typing import Optional
+import torch
 
 from fairseq import utils
 from fairseq.criterions.label_smoothed_cross_entropy import (
@@ -75,11 +76,22 @@ class EncouragingCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
     )
 
 
+def _unwrap(model):
+    """The fairseq model inside fairseq's distributed wrappers
+    (``ModuleProxyWrapper`` around a DDP module): type checks must see it."""
+    from fairseq.models import BaseFairseqModel
+
+    while not isinstance(model, BaseFairseqModel) and isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model
+
+
 def _plain_log_softmax(model) -> bool:
     """True when ``model.get_normalized_probs`` is a plain log-softmax of
     ``net_output[0]`` (stock fairseq models without adaptive softmax)."""
     from fairseq.models import BaseFairseqModel, FairseqDecoder
 
+    model = _unwrap(model)
     dec = getattr(model, "decoder", None)
     if dec is None or getattr(dec, "adaptive_softmax", None) is not None:
         return False
@@ -104,6 +116,7 @@ def output_projection(model):
     and the distribution is their plain log-softmax; else a clear error."""
     from torch import nn
 
+    model = _unwrap(model)
     dec = getattr(model, "decoder", None)
     proj = getattr(dec, "output_projection", None)
     if not isinstance(proj, nn.Linear) or not _plain_log_softmax(model):
