@@ -118,8 +118,8 @@ def _length_dataset(n=120, seed=0):
     return LanguagePairDataset(src, lengths, d, tgt, lengths, d, shuffle=True)
 
 
-def _batches(task, dataset, epoch):
-    itr = task.get_batch_iterator(dataset, max_tokens=64, seed=3, epoch=epoch)
+def _batches(task, dataset, epoch, seed=3):
+    itr = task.get_batch_iterator(dataset, max_tokens=64, seed=seed, epoch=epoch)
     return [list(map(int, b)) for b in itr.frozen_batches], itr
 
 
@@ -148,6 +148,28 @@ def test_batches_do_not_depend_on_the_epoch_a_process_starts_in():
     # where fairseq builds fresh batches anyway, the start epoch passes through
     fresh = make_task().get_batch_iterator(dataset, max_tokens=64, seed=3, epoch=3, disable_iterator_cache=True)
     assert [list(map(int, b)) for b in fresh.frozen_batches] == stock_resumed
+
+
+def test_batches_with_update_ordered_indices_seed():
+    """--update-ordered-indices-seed: the trainer passes seed + epoch, which
+    also seeds the iterator's per-epoch shuffle; a process starting at epoch 3
+    still gets epoch 1's batches and shuffle seed."""
+    from fairseq_helpers import make_task
+
+    dataset = _length_dataset(seed=1)
+    first, itr1 = _batches(make_task(seed=3), dataset, 1, seed=3 + 1)
+    resumed, itr3 = _batches(make_task(seed=3), dataset, 3, seed=3 + 3)
+    assert resumed == first and itr3.seed == itr1.seed == 4 and itr3.next_epoch_idx == 3
+    # and epoch 3 comes in the order an iterator that lived through epochs 1-2 gives
+    for _ in range(2):
+        for _ in itr1.next_epoch_itr():
+            pass
+    assert itr1.next_epoch_idx == 3
+
+    def order(itr):
+        return [b["id"].tolist() for b in itr.next_epoch_itr()]
+
+    assert order(itr3) == order(itr1)
 
 
 def _free_port():

@@ -9,6 +9,8 @@ It also makes a resumed run draw the same mini-batches as an uninterrupted one
 import inspect
 from dataclasses import dataclass
 
+from omegaconf import II
+
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from ..registry import register_once
@@ -17,6 +19,10 @@ from ..registry import register_once
 @dataclass
 class TranslationEncouragingConfig(TranslationConfig):
     """Same options as ``translation``; the loss options belong to the criterion."""
+
+    # fairseq's --seed (no help text: fairseq adds no second flag for it). Read
+    # by get_batch_iterator to recognise --update-ordered-indices-seed.
+    seed: int = II("common.seed")
 
 
 def _tell(criterion, **progress) -> None:
@@ -54,7 +60,10 @@ class TranslationEncouragingTask(TranslationTask):
     # keeps an uninterrupted run identical to ``--task translation`` and makes
     # a resumed run identical to it too. Where fairseq rebuilds batches every
     # epoch (``rebuild_batches``, sharded data, ``disable_iterator_cache``) it
-    # already depends on the epoch alone and is left as it is.
+    # already depends on the epoch alone and is left as it is. With
+    # ``--update-ordered-indices-seed`` the trainer also passes seed + epoch,
+    # which moves the iterator's shuffle as well: we pass seed + 1 instead,
+    # again what epoch 1 got.
     def get_batch_iterator(self, dataset, *args, **kwargs):
         parent = super().get_batch_iterator
         bound = inspect.signature(parent).bind(dataset, *args, **kwargs)
@@ -68,6 +77,9 @@ class TranslationEncouragingTask(TranslationTask):
         if not reused or epoch == 1 or dataset in self.dataset_to_epoch_iter:
             return parent(*bound.args, **bound.kwargs)
         options["epoch"] = 1
+        base = getattr(self.cfg, "seed", None)
+        if isinstance(base, int) and options["seed"] == base + epoch:  # --update-ordered-indices-seed
+            options["seed"] = base + 1
         itr = parent(*bound.args, **bound.kwargs)
         itr.epoch = max(epoch, 1)  # a plain attribute: where next_epoch_itr continues from
         dataset.set_epoch(epoch)
