@@ -69,6 +69,38 @@ def test_hostile_inputs_are_finite_and_exact(impl, dtype, case, opts):
             assert err <= tol * (10 if opts.get("log_end") == 1.0 else 1), err
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("V", [37, 2500], ids=["one-block", "three-blocks"])  # Triton's CPU block is 1024
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_confident_wrong_argmax_is_exact(impl, V, offset):
+    """LE = 1 with λ > 0: a wrong class at 1 - p ≈ 1e-4…1e-5 sits right on the
+    log clamp, where 1 - p by subtraction, or p from z - lse (whose rounding
+    is ulp(lse) ≈ 6e-5 at logits near 1000), loses the digits the bonus and
+    its gradient need. Rows put the wrong argmax in the first, middle and last
+    block, tie two maxima across blocks, and keep one ordinary row. fp32,
+    tolerances a few hundred ulps of the float64 reference."""
+    N = 6
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(N, V, generator=g)
+    t = torch.randint(0, V, (N,), generator=g)
+    where = [1, V // 2, V - 2, 3, V - 5]
+    for r, (col, big) in enumerate(zip(where, [12.0, 14.0, 16.0, 11.0, 13.0])):
+        col = col if col != int(t[r]) else col + 1
+        z[r, col] = big + math.log(V / 37)  # same 1 - p at either V
+    z[3, V - 3] = z[3, 3]  # a tie between blocks: p = 1/2 each
+    z = z + offset
+    opts = dict(label_smoothing=0.1, bonus_smoothing=0.1, log_end=1.0, bonus_weight=1.0)
+    x = z.clone().requires_grad_()
+    loss = encouraging_loss(x, t, impl=impl, reduction="sum", **opts)
+    loss.backward()
+    xr = z.double().requires_grad_()
+    ref = el_reference(xr, t, **opts)[0].sum()
+    ref.backward()
+    assert abs(loss.item() - ref.item()) <= 1e-6 * abs(ref.item())
+    err = (x.grad.double() - xr.grad).abs().max() / xr.grad.abs().max()
+    assert err <= 2e-6, err
+
+
 @st.composite
 def problems(draw):
     N = draw(st.integers(1, 12))

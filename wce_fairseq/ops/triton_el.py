@@ -24,16 +24,6 @@ _BONUS_CODE = {"log": 0, "power": 1, "cos": 2, "none": 3}
 
 
 @triton.jit
-def _one_minus_exp(lp):
-    # -expm1(lp) without cancellation near lp = 0 (Kahan: (u-1)·x/log u, u = e^x).
-    u = tl.exp(lp)
-    um1 = u - 1.0
-    plain = (um1 == 0.0) | (lp < -20.0)
-    r = -um1 * lp / tl.log(tl.where(plain, 2.0, u))
-    return tl.where(um1 == 0.0, -lp, tl.where(lp < -20.0, 1.0 - u, r))
-
-
-@triton.jit
 def _log1p(x):
     # log(1 + x) accurate for small x (Goldberg's trick)
     u = 1.0 + x
@@ -89,64 +79,85 @@ def _el_fwd_kernel(
     vf = valid.to(tl.float32)
     cols = tl.arange(0, BLOCK)
 
-    # Pass 1: online max m and d = Σ exp(z - m) (also without the target);
-    # Σ z; the best logit other than y.
+    # Pass 1: online max m and d = Σ exp(z - m), also without the target (d_o)
+    # and without the row's argmax a (d_a); Σ (z - z_t); the best logit other
+    # than y. Everything after works from z - m, exact near the max, never from
+    # z - lse, whose rounding (ulp of lse) would blur every p when logits are
+    # large.
+    z_t = tl.load(z_row + y).to(tl.float32)
     m = -float("inf")
     d = 0.0
     d_o = 0.0  # Σ_{v≠y} exp(z_v - m): gives 1 - p_t = d_o / d with no cancellation
+    d_a = 0.0  # Σ_{v≠a} exp(z_v - m): 1 - p_a = d_a / d for a wrong argmax a
+    a = 0
     acc_z = tl.zeros([BLOCK], dtype=tl.float32)
     best_o = tl.full([BLOCK], -float("inf"), tl.float32)
     for start_col in range(0, V, BLOCK):
         c = start_col + cols
         msk = c < V
         x = tl.load(z_row + c, mask=msk, other=-float("inf")).to(tl.float32)
-        m_new = tl.maximum(m, tl.max(x, 0))
+        b_max = tl.max(x, 0)
+        b_pos = start_col + tl.argmax(x, 0)  # first maximum of the block
+        m_new = tl.maximum(m, b_max)
         e = tl.exp(x - m_new)
         rescale = tl.exp(m - m_new)
-        d = d * rescale + tl.sum(e, 0)
+        b_sum = tl.sum(e, 0)
+        d = d * rescale + b_sum
         d_o = d_o * rescale + tl.sum(tl.where(c == y, 0.0, e), 0)
+        # a new maximum: the old one (weight 1 before rescaling) joins d_a;
+        # a tie keeps the earlier index as a
+        new_max = b_max > m
+        d_a = tl.where(new_max, (d_a + 1.0) * rescale + tl.sum(tl.where(c == b_pos, 0.0, e), 0), d_a + b_sum)
+        a = tl.where(new_max, b_pos, a)
         m = m_new
-        acc_z += tl.where(msk, x, 0.0)
+        acc_z += tl.where(msk, x - z_t, 0.0)
         best_o = tl.maximum(best_o, tl.where(c == y, -float("inf"), x))
-    lse = m + tl.log(d)
-    z_t = tl.load(z_row + y).to(tl.float32)
+    log_d = tl.log(d)
+    inv_d = 1.0 / d
     e_t = tl.exp(z_t - m)
     # lp_t = -log1p(d_o / e_t): exact as p_t → 1, where z_t - lse would cancel
-    lp_t = tl.where(e_t > 1e-30, -_log1p(d_o / tl.maximum(e_t, 1e-30)), z_t - lse)
+    lp_t = tl.where(e_t > 1e-30, -_log1p(d_o / tl.maximum(e_t, 1e-30)), (z_t - m) - log_d)
     nll = -lp_t
-    sum_lp = tl.sum(acc_z, 0) - V * lse
+    # Σ_v lp_v = Σ (z_v - z_t) - V (lse - z_t), both small near the target
+    sum_lp = tl.sum(acc_z, 0) - V * ((m - z_t) + log_d)
     # (1-ε-ε_i)·nll + ε_i·(-Σ lp), fairseq's form of the smoothed CE
     ce = (1.0 - eps - eps_i) * nll - eps_i * sum_lp
     p_t = tl.exp(lp_t)
-    omp_t = d_o / d
+    omp_t = d_o * inv_d
     best_other = tl.max(best_o, 0)
+    # A wrong argmax is the one non-target entry that can have p > 1/2, where
+    # 1 - p by subtraction loses digits: take p_a = 1/d, 1 - p_a = d_a/d.
+    # Every other non-target entry has p <= 1/2 and 1 - p is exact enough.
+    wrong = a != y
+    a_w = tl.where(wrong, a, -1)  # the wrong argmax's column, or none
+    p_a = inv_d
+    omp_a = d_a * inv_d
 
     # Pass 2 (λ > 0): Σ_v B(p_v), Σ_v D(p_v) for the non-target classes.
     bonus = 0.0
     s_tot = 0.0
     s_rest = 0.0
     d_t = 0.0
+    d_wa = 0.0  # D(p_a) of a wrong argmax
     if ACTIVE:
         b_t, d_t = _bonus_curve(p_t, omp_t, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
         b_rest = 0.0
         if LAM_POS:
+            b_wa, d_wa = _bonus_curve(p_a, omp_a, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
+            b_wa = tl.where(wrong, b_wa, 0.0)
+            d_wa = tl.where(wrong, d_wa, 0.0)
             acc_b = tl.zeros([BLOCK], dtype=tl.float32)
             acc_d = tl.zeros([BLOCK], dtype=tl.float32)
             for start_col in range(0, V, BLOCK):
                 c = start_col + cols
-                msk = (c < V) & (c != y)
+                msk = (c < V) & (c != y) & (c != a_w)
                 x = tl.load(z_row + c, mask=msk, other=-float("inf")).to(tl.float32)
-                lp = x - lse
-                p = tl.exp(lp)
-                if LOG_CLAMPED:
-                    omp = _one_minus_exp(lp)
-                else:
-                    omp = 1.0 - p
-                b, dd = _bonus_curve(p, omp, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
+                p = tl.exp(x - m) * inv_d
+                b, dd = _bonus_curve(p, 1.0 - p, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
                 acc_b += tl.where(msk, b, 0.0)
                 acc_d += tl.where(msk, dd, 0.0)
-            b_rest = tl.sum(acc_b, 0)
-            s_rest = lam_i * tl.sum(acc_d, 0)
+            b_rest = tl.sum(acc_b, 0) + b_wa
+            s_rest = lam_i * (tl.sum(acc_d, 0) + d_wa)
         bonus = rho * ((1.0 - lam) * b_t + lam_i * b_rest)
         s_tot = (1.0 - lam) * d_t + s_rest
 
@@ -159,26 +170,26 @@ def _el_fwd_kernel(
 
     # Pass 3: ∂loss/∂z_j = p_j(1 - ρS) + ρ λ_i D(p_j) - ε_i off target;
     #         expm1(lp_t) + ε + ρ((1-λ) D(p_t)(1-p_t) - p_t S_rest) on target.
+    # A wrong argmax a, in the same fp32-from-(1-p) form as the target, since
+    # with an unbounded D its two terms cancel as p_a → 1:
+    #         p_a - ε_i + ρ(λ_i D(p_a)(1-p_a) - p_a (S - λ_i D(p_a))).
     if NEED_GRAD:
         g_row = g_ptr + row * g_stride
         sc = scale * vf
         coef = (1.0 - rho * s_tot) * sc
         g_t = (-omp_t + eps + rho * ((1.0 - lam) * d_t * omp_t - p_t * s_rest)) * sc
+        g_a = (p_a - eps_i + rho * (lam_i * d_wa * omp_a - p_a * (s_tot - lam_i * d_wa))) * sc
         for start_col in range(0, V, BLOCK):
             c = start_col + cols
             msk = c < V
             x = tl.load(z_row + c, mask=msk, other=-float("inf")).to(tl.float32)
-            lp = x - lse
-            p = tl.exp(lp)
+            p = tl.exp(x - m) * inv_d
             g = p * coef - eps_i * sc
             if ACTIVE:
                 if LAM_POS:
-                    if LOG_CLAMPED:
-                        omp = _one_minus_exp(lp)
-                    else:
-                        omp = 1.0 - p
-                    b, dd = _bonus_curve(p, omp, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
+                    b, dd = _bonus_curve(p, 1.0 - p, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
                     g += (rho * lam_i) * sc * dd
+                    g = tl.where(c == a_w, g_a, g)
             g = tl.where(c == y, g_t, g)
             tl.store(g_row + c, g.to(g_ptr.dtype.element_ty), mask=msk)
 
