@@ -23,8 +23,9 @@ def _chunk_rows(V: int, chunk_rows: int | None) -> int:
     return max(1, chunk_rows if chunk_rows else CHUNK_ELEMENTS // V)
 
 
-def _bonus_rest(spec: BonusSpec, fast_log: bool, p, t, rows, cols, p_a, omp_a, work=None):
-    """Σ_{v≠y} B(p_v), Σ_{v≠y} D(p_v) and the row-wise D (0 at the target).
+def _bonus_rest(spec: BonusSpec, fast_log: bool, p, t, rows, cols, p_a, omp_a, work=None, need_d=True):
+    """Σ_{v≠y} B(p_v), Σ_{v≠y} D(p_v) and the row-wise D (0 at the target);
+    the last two are None when ``need_d`` is off (no gradient wanted).
 
     Only a row's argmax can have p > 0.5, where 1 - p by subtraction loses
     accuracy and where the tangent (LE >= 0.5) or the clamp (LE = 1) applies;
@@ -36,25 +37,29 @@ def _bonus_rest(spec: BonusSpec, fast_log: bool, p, t, rows, cols, p_a, omp_a, w
         B = log(1-p),  D = -p/(1-p) = 1 - 1/(1-p)   for p <= 0.5.
     """
     t_col = t.unsqueeze(1)
+    d = None
     if fast_log:
         # two chunk-sized work buffers, reused across chunks (no fresh pages)
         u = torch.sub(_ONE, p, out=work[0][: p.shape[0]]) if work else torch.rsub(p, 1.0)
         u.scatter_(1, t_col, 1.0)  # excluded entries contribute log 1 = 0 and D = 0
         u[rows, cols] = 1.0
         b_rest = (torch.log(u, out=work[1][: p.shape[0]]) if work else torch.log(u)).sum(1)
-        d = u.reciprocal_().neg_().add_(1.0)  # 1 - 1/(1-p) = -p/(1-p)
+        if need_d:
+            d = u.reciprocal_().neg_().add_(1.0)  # 1 - 1/(1-p) = -p/(1-p)
     else:
         b, d = spec.curve(p, 1.0 - p)
-        for x in (b, d):
+        for x in (b, d) if need_d else (b,):
             x.scatter_(1, t_col, 0.0)
             x[rows, cols] = 0.0
         b_rest = b.sum(1)
-    d_rest = d.sum(1)
+        d = d if need_d else None
+    d_rest = d.sum(1) if need_d else None
     if rows.numel():
         b_x, d_x = spec.curve(p_a, omp_a)
         b_rest.index_add_(0, rows, b_x)
-        d_rest.index_add_(0, rows, d_x)
-        d[rows, cols] = d_x
+        if need_d:
+            d_rest.index_add_(0, rows, d_x)
+            d[rows, cols] = d_x
     return b_rest, d_rest, d, (rows, cols)
 
 
@@ -171,14 +176,15 @@ def chunked_compute(
         if active:
             b_t, d_t = spec.curve(p_t, omp_t)
             if lam > 0:
-                b_rest, d_rest, d_all, fix = _bonus_rest(spec, fast_log, p, tc, *fix_in, work=work[1:])
-                s_rest = lam_i * d_rest
+                b_rest, d_rest, d_all, fix = _bonus_rest(spec, fast_log, p, tc, *fix_in, work=work[1:],
+                                                         need_d=grad is not None)
+                s_rest = lam_i * d_rest if d_rest is not None else None
                 bonus = rho * ((1.0 - lam) * b_t + lam_i * b_rest)
             else:
                 d_all, fix = None, None
                 s_rest = torch.zeros_like(d_t)
                 bonus = rho * b_t
-            s_tot = (1.0 - lam) * d_t + s_rest  # S = Σ_v q'_v D(p_v)
+            s_tot = (1.0 - lam) * d_t + s_rest if grad is not None else None  # S = Σ_v q'_v D(p_v)
         else:
             bonus = torch.zeros_like(nll)
 
