@@ -4,8 +4,8 @@ encouraging bonus (SPEC §2–3), a drop-in for ``label_smoothed_cross_entropy``
 import math
 from dataclasses import dataclass, field
 from typing import Optional
-import torch
 
+import torch
 from fairseq import utils
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
