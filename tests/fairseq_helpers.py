@@ -78,3 +78,11 @@ def make_criterion(task, name="encouraging_ce", **overrides):
         cfg[k] = v
     cfg.sentence_avg = False
     return CRITERION_REGISTRY[name].build_criterion(cfg, task)
+
+
+def param_grads(loss, model):
+    """d loss / d every parameter, zeros for parameters the loss does not use
+    (fairseq 0.12.2's encoder layers hold copies that only its inference path reads)."""
+    params = list(model.parameters())
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]

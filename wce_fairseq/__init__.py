@@ -15,9 +15,10 @@ __version__ = "0.1.0"
 
 def register():
     """Register the criterion and task with fairseq (idempotent)."""
-    from . import checkpoint_compat, criterions, tasks  # noqa: F401
+    from . import checkpoint_compat, criterions, fairseq_compat, tasks  # noqa: F401
 
     checkpoint_compat.allow_fairseq_checkpoints()
+    fairseq_compat.apply_all()
 
 
 if "fairseq" in sys.modules:

@@ -1,4 +1,4 @@
-"""Plain-PyTorch API of the encouraging loss (SPEC §4). Imports no fairseq.
+"""Plain-PyTorch API of the encouraging loss (docs/design.md §4). Imports no fairseq.
 
     >>> from wce_fairseq.functional import encouraging_loss
     >>> loss = encouraging_loss(logits, target, label_smoothing=0.1, log_end=0.5)
@@ -11,6 +11,7 @@ returns 0 (not NaN) when there are none.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -23,12 +24,24 @@ from .ops.reference import reference_forward
 __all__ = ["encouraging_loss", "encouraging_loss_parts", "IMPLEMENTATIONS", "STAT_NAMES", "resolve_impl"]
 
 
+def _triton_interpreted() -> bool:
+    """True when Triton kernels run on the CPU: ``TRITON_INTERPRET=1`` *and* a
+    Triton that has the CPU interpreter (older ones, e.g. the 2.0 that torch
+    2.0 brings, have none and would look for a GPU driver instead)."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return False
+    try:
+        return importlib.util.find_spec("triton.runtime.interpreter") is not None
+    except ImportError:
+        return False
+
+
 def _triton_runnable() -> bool:
     try:
         import triton  # noqa: F401
     except Exception:
         return False
-    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+    return torch.cuda.is_available() or _triton_interpreted()
 
 
 _HAS_TRITON = _triton_runnable()
@@ -46,12 +59,13 @@ def resolve_impl(impl: str, device: torch.device | str | None = None) -> str:
     if impl not in IMPLEMENTATIONS:
         raise ELConfigError(
             f"--el-impl (impl) {impl!r} cannot run on this machine: it needs the triton package and a CUDA "
-            f"device (or TRITON_INTERPRET=1 for CPU testing); available here: {IMPLEMENTATIONS}"
+            f"device (or TRITON_INTERPRET=1 with a Triton that has the CPU interpreter, for testing); "
+            f"available here: {IMPLEMENTATIONS}"
         )
     dev = torch.device(device) if device is not None else None
     if impl == "auto":
         return "triton" if (_HAS_TRITON and dev is not None and dev.type == "cuda") else "chunked"
-    if impl == "triton" and dev is not None and dev.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if impl == "triton" and dev is not None and dev.type != "cuda" and not _triton_interpreted():
         raise ELConfigError("--el-impl (impl) 'triton' needs CUDA tensors (or TRITON_INTERPRET=1)")
     return impl
 
@@ -95,7 +109,7 @@ def encouraging_loss(
     reduction: str = "mean",
     impl: str = "auto",
 ) -> torch.Tensor:
-    """The encouraging loss of SPEC §2:
+    """The encouraging loss of docs/design.md §2:
     ``Σ_v q_v (−log p_v) + ρ Σ_v q'_v B(p_v)`` per non-ignored token."""
     spec = BonusSpec(
         label_smoothing=label_smoothing,

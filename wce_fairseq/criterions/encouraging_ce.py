@@ -1,7 +1,9 @@
 """``--criterion encouraging_ce``: label-smoothed cross-entropy plus the
-encouraging bonus (SPEC §2–3), a drop-in for ``label_smoothed_cross_entropy``."""
+encouraging bonus (docs/design.md §2–3), a drop-in for ``label_smoothed_cross_entropy``."""
 
+import inspect
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -16,7 +18,7 @@ from fairseq.logging import metrics
 
 from ..functional import encouraging_loss_parts, resolve_impl
 from ..ops.fused_linear import fused_linear_encouraging_loss
-from ..ops.bonus import BONUS_SHAPES, BonusSpec
+from ..ops.bonus import BONUS_SHAPES, BonusSpec, ELConfigError
 from ..registry import register_once
 from ..schedule import SCHEDULE_UNITS, SCHEDULES, BonusSchedule
 
@@ -74,6 +76,51 @@ class EncouragingCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
         metadata={"help": "loss implementation: auto (fastest exact one for the device: triton on CUDA, "
                           "else chunked), chunked, triton, reference (slow, for checking)"},
     )
+
+
+# The task hooks every fairseq trainer calls, on any task: begin_epoch(epoch,
+# model) at each epoch start (also after a resume), train_step(..., update_num)
+# for each forward/backward with the number of updates already done, and
+# optimizer_step(..., update_num) once an update is applied.
+_PROGRESS_HOOKS = ("begin_epoch", "train_step", "optimizer_step")
+
+
+def follow_training_progress(task, criterion) -> bool:
+    """Make ``task`` tell ``criterion.set_progress`` the epoch and the update
+    count, whatever the task class: its three trainer hooks are wrapped on this
+    task *instance* (once; any number of criteria may listen). Returns False,
+    changing nothing, for an object without those hooks."""
+    if not all(callable(getattr(task, name, None)) for name in _PROGRESS_HOOKS):
+        return False
+    listeners = task.__dict__.get("_el_progress_listeners")
+    if listeners is None:
+        listeners = task.__dict__["_el_progress_listeners"] = weakref.WeakSet()
+
+        def tell(**progress):
+            for c in list(listeners):
+                c.set_progress(**progress)
+
+        def wrap(name, before=None, after=None):
+            inner = getattr(task, name)
+            sig = inspect.signature(inner)
+
+            def hook(*args, **kwargs):
+                arg = sig.bind(*args, **kwargs).arguments
+                if before:
+                    before(arg)
+                out = inner(*args, **kwargs)
+                if after:
+                    after(arg)
+                return out
+
+            setattr(task, name, hook)
+
+        wrap("begin_epoch", before=lambda a: tell(epoch=a["epoch"]))
+        wrap("train_step", before=lambda a: tell(num_updates=a["update_num"]))
+        # an applied update: validation and checkpoints that follow see it as done
+        wrap("optimizer_step", after=lambda a: tell(num_updates=a["update_num"] + 1))
+    listeners.add(criterion)
+    return True
 
 
 def _unwrap(model):
@@ -171,8 +218,16 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         self.epoch = 1
         self.num_updates = 0
         self._current = self.spec.with_weight(self.spec.bonus_weight * self.schedule.factor(0))
+        if not follow_training_progress(task, self) and self.schedule.kind != "constant":
+            raise ELConfigError(
+                f"--bonus-schedule {self.schedule.kind} needs the training progress, but the task "
+                f"{type(task).__name__} has no fairseq trainer hooks ({', '.join(_PROGRESS_HOOKS)}); "
+                "use a fairseq task such as --task translation_encouraging, or --bonus-schedule constant")
 
-    # -- progress (called by the translation_encouraging task) -------------------
+    # -- progress (told by the task's trainer hooks, see follow_training_progress) --
+    # t is what is finished when a loss is computed: updates already applied
+    # (unit update), or fairseq's epoch number - 1 (unit epoch; an epoch's
+    # validation belongs to it, as fairseq logs it).
     def set_progress(self, epoch: Optional[int] = None, num_updates: Optional[int] = None) -> None:
         if epoch is not None:
             self.epoch = int(epoch)
@@ -182,12 +237,6 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         rho_t = self.spec.bonus_weight * self.schedule.factor(t)
         if rho_t != self._current.bonus_weight:
             self._current = self.spec.with_weight(rho_t)
-
-    def set_epoch(self, epoch: int) -> None:  # fairseq's own hook name, for other tasks
-        self.set_progress(epoch=epoch)
-
-    def set_num_updates(self, num_updates: int) -> None:
-        self.set_progress(num_updates=num_updates)
 
     @property
     def bonus_weight_now(self) -> float:

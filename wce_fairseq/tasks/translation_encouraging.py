@@ -1,10 +1,11 @@
-"""``--task translation_encouraging``: fairseq's ``translation`` task that tells
-the criterion the training progress before every step, so bonus schedules
-advance (the authors' fork never called the hook), and that keeps telling it
-after a resume (epoch and update counters come from the checkpoint).
+"""``--task translation_encouraging``: fairseq's ``translation`` task, plus
 
-It also makes a resumed run draw the same mini-batches as an uninterrupted one
-(see ``get_batch_iterator``)."""
+* a resumed run draws the same mini-batches as an uninterrupted one (see
+  ``get_batch_iterator``), so resuming from ``checkpoint_last.pt`` is exact;
+* ``--el-fuse-projection`` is checked against the model at start-up.
+
+Bonus schedules do not need this task: the criterion follows the training
+progress through the trainer hooks of whatever task it is built with."""
 
 import inspect
 from dataclasses import dataclass
@@ -25,25 +26,19 @@ class TranslationEncouragingConfig(TranslationConfig):
     seed: int = II("common.seed")
 
 
-def _tell(criterion, **progress) -> None:
-    hook = getattr(criterion, "set_progress", None)
-    if hook is not None:
-        hook(**progress)
-
-
 @register_once("task", "translation_encouraging", dataclass=TranslationEncouragingConfig)
 class TranslationEncouragingTask(TranslationTask):
-    def __init__(self, cfg, src_dict, tgt_dict):
-        super().__init__(cfg, src_dict, tgt_dict)
-        self.epoch = 1
-
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
         self._model = model
         return model
 
     def build_criterion(self, cfg, from_checkpoint=False):
-        criterion = super().build_criterion(cfg, from_checkpoint)
+        parent = super().build_criterion
+        if "from_checkpoint" in inspect.signature(parent).parameters:  # fairseq > 0.12.3
+            criterion = parent(cfg, from_checkpoint=from_checkpoint)
+        else:
+            criterion = parent(cfg)
         check = getattr(criterion, "check_model", None)
         model = getattr(self, "_model", None)
         if check is not None and model is not None:
@@ -84,16 +79,3 @@ class TranslationEncouragingTask(TranslationTask):
         itr.epoch = max(epoch, 1)  # a plain attribute: where next_epoch_itr continues from
         dataset.set_epoch(epoch)
         return itr
-
-    def begin_epoch(self, epoch, model):
-        super().begin_epoch(epoch, model)
-        self.epoch = epoch
-
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        _tell(criterion, epoch=self.epoch, num_updates=update_num)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
-
-    def valid_step(self, sample, model, criterion):
-        # Validation reports ρ_t and the diagnostics at the current progress.
-        _tell(criterion, epoch=self.epoch)
-        return super().valid_step(sample, model, criterion)

@@ -1,0 +1,91 @@
+"""Bonus schedules follow fairseq's training progress under any task, with one
+definition of t for training and validation."""
+import pytest
+import torch
+
+pytest.importorskip("fairseq")
+
+from cli_helpers import json_records, make_toy_data, train  # noqa: E402
+from fairseq_helpers import make_criterion, make_model, make_sample, make_task  # noqa: E402
+
+T = 100  # schedule length in updates: far from saturating in these short runs
+
+
+class _Opt:  # what FairseqTask.train_step / optimizer_step need of a fairseq optimizer
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self):
+        pass
+
+
+def _stock_translation_task():
+    from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+    ours = make_task()  # registers the plugin; reuse its dictionaries
+    cfg = TranslationConfig(data="unused", source_lang="src", target_lang="tgt")
+    return TranslationTask(cfg, ours.src_dict, ours.tgt_dict)
+
+
+@pytest.mark.parametrize("which", ["translation", "translation_encouraging"])
+def test_trainer_hooks_drive_the_schedule(which):
+    """The calls fairseq's trainer makes, in its order, on fairseq's own task and on ours."""
+    task = _stock_translation_task() if which == "translation" else make_task()
+    model, sample = make_model(task), make_sample(task)
+    crit = make_criterion(task, bonus_weight=2.0, bonus_schedule="linear", bonus_schedule_length=10)
+    epoch_crit = make_criterion(task, bonus_schedule="cos", bonus_schedule_unit="epoch", bonus_schedule_length=4)
+    seen = []
+    task.begin_epoch(1, model)
+    for upd in range(3):  # update_freq 2: two forward/backward passes share one update number
+        for _ in range(2):
+            task.train_step(sample, model, crit, _Opt(), upd)
+            seen.append(crit.bonus_weight_now)
+        task.optimizer_step(_Opt(), model, upd)
+    assert seen == [0.0, 0.0, 0.2, 0.2, 0.4, 0.4]
+    # validation after 3 applied updates sees t = 3, the t the next update trains with
+    task.valid_step(sample, model, crit)
+    assert crit.bonus_weight_now == pytest.approx(0.6)
+    task.train_step(sample, model, crit, _Opt(), 20)  # a resumed run: fairseq's restored counter
+    assert crit.bonus_weight_now == 2.0
+    for epoch, want in ((1, 0.0), (3, 0.5), (5, 1.0)):
+        task.begin_epoch(epoch, model)
+        task.train_step(sample, model, epoch_crit, _Opt(), 0)
+        assert epoch_crit.bonus_weight_now == pytest.approx(want)
+        task.valid_step(sample, model, epoch_crit)  # an epoch's validation belongs to it
+        assert epoch_crit.bonus_weight_now == pytest.approx(want)
+
+
+def test_schedule_refused_where_nothing_reports_progress():
+    from wce_fairseq.ops.bonus import ELConfigError
+
+    task = make_task()
+
+    class NoHooks:  # a task-like object fairseq's trainer could not drive
+        source_dictionary = target_dictionary = task.tgt_dict
+
+    with pytest.raises(ELConfigError, match="--task translation_encouraging"):
+        make_criterion(NoHooks(), bonus_schedule="linear", bonus_schedule_length=10)
+    assert make_criterion(NoHooks()).bonus_weight_now == 1.0  # a constant weight needs no progress
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_toy_data(str(tmp_path_factory.mktemp("toy")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["translation", "translation_encouraging"])
+def test_schedule_advances_through_fairseq_train(data, tmp_path, task):
+    opts = ["--label-smoothing", "0.1", "--bonus-schedule", "linear", "--bonus-schedule-length", str(T),
+            "--max-epoch", "2"]
+    p = train(data, str(tmp_path / "ck"), opts, task=task)
+    tr, va = json_records(p.stdout), json_records(p.stdout, "valid")
+    assert [r["epoch"] for r in tr] == [1, 2] and len(va) == 2
+    for r_train, r_valid in zip(tr, va):
+        k = int(r_valid["num_updates"])
+        assert 0 < k < T
+        # validation: t = the updates finished when it runs
+        assert float(r_valid["bonus_weight"]) == pytest.approx(k / T, abs=5e-5)
+        # training: t = 0 .. k-1 over the epoch's steps, so the token-weighted mean lies strictly inside
+        assert 0 < float(r_train["bonus_weight"]) < k / T
+    assert float(tr[1]["bonus_weight"]) > float(tr[0]["bonus_weight"])
