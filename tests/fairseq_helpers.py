@@ -77,6 +77,8 @@ def make_criterion(task, name="encouraging_ce", **overrides):
     for k, v in fields.items():
         cfg[k] = v
     cfg.sentence_avg = False
+    if "cpu" in cfg:  # fairseq fills it from --cpu
+        cfg.cpu = True
     return CRITERION_REGISTRY[name].build_criterion(cfg, task)
 
 

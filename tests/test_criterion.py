@@ -8,7 +8,7 @@ pytest.importorskip("fairseq")
 
 from fairseq_helpers import make_criterion, make_model, make_sample, make_task, param_grads  # noqa: E402
 from el_reference import el_reference  # noqa: E402
-from wce_fairseq.functional import IMPLEMENTATIONS  # noqa: E402
+from wce_fairseq.functional import runnable_impls  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -232,13 +232,14 @@ def test_fused_projection_refused_at_start_up_for_adaptive_softmax(task):
     cfg._name = "encouraging_ce"
     cfg.el_fuse_projection = True
     cfg.sentence_avg = False
+    cfg.cpu = True
     with pytest.raises(ValueError, match=r"--el-fuse-projection .*adaptive softmax"):
         task.build_criterion(cfg)
     task._model = make_model(task)
     assert task.build_criterion(cfg).fuse_projection
 
 
-@pytest.mark.parametrize("impl", ["chunked", "auto"] + (["triton"] if "triton" in IMPLEMENTATIONS else []))
+@pytest.mark.parametrize("impl", ["chunked", "auto"] + (["triton"] if "triton" in runnable_impls() else []))
 @pytest.mark.parametrize("bias", [False, True])
 def test_fused_linear_function_matches_logits_path(bias, impl):
     from wce_fairseq.functional import encouraging_loss_parts

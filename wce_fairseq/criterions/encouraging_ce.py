@@ -2,6 +2,7 @@
 encouraging bonus (docs/design.md §2–3), a drop-in for ``label_smoothed_cross_entropy``."""
 
 import inspect
+import logging
 import math
 import weakref
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
+from omegaconf import II
 
 from ..functional import encouraging_loss_parts, resolve_impl
 from ..ops.fused_linear import fused_linear_encouraging_loss
@@ -23,6 +25,7 @@ from ..registry import register_once
 from ..schedule import SCHEDULE_UNITS, SCHEDULES, BonusSchedule
 
 EL_IMPLS = ("auto", "reference", "chunked", "triton")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,6 +79,8 @@ class EncouragingCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
         metadata={"help": "loss implementation: auto (fastest exact one for the device: triton on CUDA, "
                           "else chunked), chunked, triton, reference (slow, for checking)"},
     )
+    # fairseq's --cpu: the device the loss will run on, for the start-up self-check
+    cpu: bool = II("common.cpu")
 
 
 # The task hooks every fairseq trainer calls, on any task: begin_epoch(epoch,
@@ -195,6 +200,7 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         bonus_schedule_exp_ratio=5.0,
         el_fuse_projection=False,
         el_impl="auto",
+        cpu=False,
     ):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         # Every option is checked here, at start-up, before any batch or checkpoint.
@@ -214,7 +220,12 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         )
         self.fuse_projection = bool(el_fuse_projection)
         self.impl = str(el_impl)
-        resolve_impl(self.impl)  # unknown or not runnable on this machine: fail now
+        # Unknown, not runnable here, or failing its self-check on the run's
+        # device: a forced choice fails now, auto settles on what works.
+        device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+        runs = resolve_impl(self.impl, device)
+        logger.info("encouraging_ce: loss implementation %s (--el-impl %s) on %s%s", runs, self.impl, device,
+                    ", self-check against the float64 reference passed" if runs == "triton" else "")
         self.epoch = 1
         self.num_updates = 0
         self._current = self.spec.with_weight(self.spec.bonus_weight * self.schedule.factor(0))

@@ -25,7 +25,7 @@ class ELResult(NamedTuple):
     stats: torch.Tensor | None
 
 
-def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str):
+def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, ignore_index: int = -100):
     if reduction not in REDUCTIONS:
         raise ELConfigError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
     if logits.dim() < 1:
@@ -38,6 +38,18 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str):
         raise ValueError(f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)} minus the class dim")
     if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
         raise TypeError(f"target must be an integer tensor; got {target.dtype}")
+    check_target_range(target, logits.size(-1), ignore_index)
+
+
+def check_target_range(target: torch.Tensor, V: int, ignore_index: int) -> None:
+    """Class ids outside [0, V) that are not ``ignore_index`` would be read out
+    of bounds by a kernel: refuse them, as ``gather`` would (one host sync)."""
+    if target.numel() == 0:
+        return
+    bad = ((target < 0) | (target >= V)) & (target != ignore_index)
+    if bool(bad.any()):
+        first = target[bad][0].item()
+        raise IndexError(f"target holds class id {first}, outside [0, {V}) and not ignore_index ({ignore_index})")
 
 
 def reduce_tokens(per_token: torch.Tensor, n_valid: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 
 from .bonus import BonusSpec
 from .chunked import chunked_compute
-from .common import ELResult, finish_forward
+from .common import ELResult, check_target_range, finish_forward
 
 # rows of logits per chunk: large enough for an efficient matmul
 FUSED_CHUNK_ELEMENTS = 1 << 22
@@ -100,6 +100,7 @@ def fused_linear_encouraging_loss(
     D = hidden.shape[-1]
     h = hidden.reshape(-1, D)
     t = target.reshape(-1)
+    check_target_range(t, weight.shape[0], ignore_index)
     loss, nll, bonus, stats = FusedLinearEncouragingLoss.apply(
         h, weight, bias, t, spec, ignore_index, reduction, want_stats, chunk_rows, impl
     )

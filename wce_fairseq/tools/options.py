@@ -17,7 +17,7 @@ def rows():
 
     out = []
     for f in dataclasses.fields(EncouragingCrossEntropyConfig):
-        if f.name in ("sentence_avg", "_name"):  # set by fairseq itself
+        if f.name in ("sentence_avg", "cpu", "_name"):  # set by fairseq itself
             continue
         default = f.default
         if isinstance(default, enum.Enum):

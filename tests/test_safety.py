@@ -1,0 +1,107 @@
+"""Start-up self-check with fallback, and out-of-range targets, for every implementation."""
+import logging
+
+import pytest
+import torch
+
+from wce_fairseq import functional as F
+from wce_fairseq.ops.bonus import BonusSpec, ELConfigError
+
+ALL = [i for i in F.runnable_impls() if i != "auto"]
+
+
+@pytest.mark.parametrize("impl", ALL + ["auto"])
+@pytest.mark.parametrize("bad", [-1, 7, 10**6])
+def test_out_of_range_target_raises(impl, bad):
+    logits = torch.randn(4, 7, requires_grad=True)
+    target = torch.tensor([0, 3, bad, -100])
+    with pytest.raises(IndexError, match=rf"class id {bad}, outside \[0, 7\)"):
+        F.encouraging_loss(logits, target, label_smoothing=0.1, impl=impl)
+
+
+@pytest.mark.parametrize("impl", ["chunked"] + (["triton"] if "triton" in ALL else []))
+def test_out_of_range_target_raises_in_fused_projection(impl):
+    from wce_fairseq.ops.fused_linear import fused_linear_encouraging_loss
+
+    h, w = torch.randn(3, 4), torch.randn(9, 4)
+    with pytest.raises(IndexError, match="class id 9"):
+        fused_linear_encouraging_loss(h, w, None, torch.tensor([1, 9, 2]), BonusSpec(), impl=impl)
+
+
+def test_ignore_index_outside_the_range_is_fine():
+    logits = torch.randn(3, 5)
+    loss = F.encouraging_loss(logits, torch.tensor([1, 1000, 2]), ignore_index=1000, reduction="sum")
+    ref = F.encouraging_loss(logits[[0, 2]], torch.tensor([1, 2]), reduction="sum", impl="reference")
+    torch.testing.assert_close(loss, ref.float())
+
+
+@pytest.mark.parametrize("impl", ALL)
+def test_self_check_passes_for_every_runnable_impl(impl):
+    assert F.self_check(impl, "cpu") is None
+
+
+@pytest.fixture
+def fresh_checks(monkeypatch):
+    monkeypatch.setattr(F, "_CHECKED", {})
+    monkeypatch.setattr(F, "_WARNED", set())
+    monkeypatch.setattr(F, "_HAS_TRITON", True)
+    monkeypatch.setattr(F, "IMPLEMENTATIONS", ("auto", "reference", "chunked", "triton"))
+
+
+def _inject(monkeypatch, mode):
+    """Make the Triton path fail as a broken device would: raise at launch, or return a wrong gradient."""
+    real = F._dispatch
+
+    def fake(name, logits, *args, **kw):
+        if name != "triton":
+            return real(name, logits, *args, **kw)
+        if mode == "launch":
+            raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+        out = real("chunked", logits, *args, **kw)
+        return out._replace(loss=out.loss * 1.01)  # scales the gradient too: a wrong kernel
+
+    monkeypatch.setattr(F, "_dispatch", fake)
+
+
+@pytest.mark.parametrize("mode", ["launch", "mismatch"])
+def test_auto_falls_back_to_chunked_with_one_warning(fresh_checks, monkeypatch, caplog, mode):
+    _inject(monkeypatch, mode)
+    # the device the check runs on is the CPU here; "auto" considers Triton only on CUDA
+    monkeypatch.setattr(F, "_auto_candidate", lambda dev: "triton", raising=False)
+    with caplog.at_level(logging.WARNING, logger=F.logger.name):
+        names = [F.resolve_impl("auto", "cpu") for _ in range(3)]
+    assert names == ["chunked"] * 3
+    warnings = [r for r in caplog.records if "self-check" in r.getMessage()]
+    assert len(warnings) == 1 and "chunked" in warnings[0].getMessage()
+    want = "CUDA error" if mode == "launch" else "differs from the float64 reference"
+    assert want in warnings[0].getMessage()
+    # and the loss computed under "auto" is the correct one
+    logits, target = torch.randn(5, 11), torch.tensor([1, 2, 3, 4, -100])
+    torch.testing.assert_close(F.encouraging_loss(logits, target, impl="auto"),
+                               F.encouraging_loss(logits, target, impl="reference").float())
+
+
+@pytest.mark.parametrize("mode", ["launch", "mismatch"])
+def test_forced_triton_fails_with_the_reason(fresh_checks, monkeypatch, mode):
+    _inject(monkeypatch, mode)
+    monkeypatch.setattr(F, "_triton_interpreted", lambda: True)
+    with pytest.raises(ELConfigError, match="'triton' failed its self-check on cpu"):
+        F.resolve_impl("triton", "cpu")
+
+
+def test_criterion_checks_its_implementation_at_start_up(fresh_checks, monkeypatch, caplog):
+    """fairseq builds the criterion before the first batch: a forced implementation
+    that fails its self-check on the run's device stops the run there, and the log
+    names the implementation that runs."""
+    pytest.importorskip("fairseq")
+    from fairseq_helpers import make_criterion, make_task
+
+    task = make_task()
+    _inject(monkeypatch, "launch")
+    monkeypatch.setattr(F, "_triton_interpreted", lambda: True)
+    with pytest.raises(ELConfigError, match="'triton' failed its self-check on cpu: RuntimeError: CUDA error"):
+        make_criterion(task, el_impl="triton")
+    with caplog.at_level(logging.INFO):
+        crit = make_criterion(task, el_impl="auto")
+    assert crit.impl == "auto"
+    assert any("loss implementation chunked (--el-impl auto) on cpu" in r.getMessage() for r in caplog.records)
