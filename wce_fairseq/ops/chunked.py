@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .bonus import BonusSpec
-from .common import ELResult, finish_forward, reduce_tokens, take_saved_grad, token_stats
+from .common import LOW_PRECISION, ELResult, finish_forward, reduce_tokens, take_saved_grad, token_stats, upstream_rows
 
 _ONE = torch.tensor(1.0)
 # Elements of one fp32 chunk (2 MiB; fastest of 2^16..2^20 on the benchmark machine).
@@ -75,7 +75,9 @@ def chunked_compute(
     inplace: bool = False,
 ):
     """Per-token (loss, nll, bonus) in fp32, the gradient of ``scale * Σ loss``
-    (or None) and the summed diagnostics (or None)."""
+    (or None) and the summed diagnostics (or None). ``scale`` is a number or
+    one fp32 factor per row (the upstream gradient folded in): the gradient is
+    formed in fp32 and stored once in the logits' dtype."""
     N, V = logits2d.shape
     dev = logits2d.device
     loss_tok = torch.zeros(N, dtype=torch.float32, device=dev)
@@ -128,6 +130,11 @@ def chunked_compute(
             vc = None
         z = z.float()
         tcu = tc.unsqueeze(1)
+        if isinstance(scale, torch.Tensor):  # per row
+            sc = scale[sl] if not compact else scale.index_select(0, sl)
+            sc_col = sc.unsqueeze(1)
+        else:
+            sc = sc_col = scale
 
         # Normaliser from e = exp(z - max): the sum over the non-target classes
         # s_o is taken on its own, so 1 - p_t = s_o / Σe and
@@ -208,17 +215,20 @@ def chunked_compute(
         #   -(1-p_t) + ε + ρ·((1-λ) D(p_t)(1-p_t) - p_t S_rest).
         g_t = eps - omp_t
         if active:
-            coef = (1.0 - rho * s_tot) * scale
+            coef = (1.0 - rho * s_tot) * sc
             g_t = g_t + rho * ((1.0 - lam) * d_t * omp_t - p_t * s_rest)
         else:
-            coef = torch.full_like(nll, scale)
+            coef = torch.ones_like(nll) * sc
         direct = not compact and grad.dtype == torch.float32
         g = torch.mul(p, coef.unsqueeze(1), out=grad[sl]) if direct else p.mul_(coef.unsqueeze(1))
         if active and d_all is not None:
-            g.add_(d_all, alpha=rho * lam_i * scale)
+            if isinstance(sc, torch.Tensor):
+                g.addcmul_(d_all, sc_col, value=rho * lam_i)
+            else:
+                g.add_(d_all, alpha=rho * lam_i * sc)
         if eps_i > 0:
-            g.sub_(eps_i * scale)
-        g.scatter_(1, tcu, (g_t * scale).unsqueeze(1))
+            g.sub_(sc_col * eps_i)
+        g.scatter_(1, tcu, (g_t * sc).unsqueeze(1))
         if active and d_all is not None and fix[0].numel():
             # a confident wrong argmax a: exact like the target, since with an
             # unbounded D its two terms cancel as p_a → 1:
@@ -227,7 +237,8 @@ def chunked_compute(
             pa, oa = fix_in[2], fix_in[3]
             da = d_all[rows, cols]
             s_wo = s_tot.index_select(0, rows) - lam_i * da
-            g[rows, cols] = (pa - eps_i + rho * (lam_i * da * oa - pa * s_wo)) * scale
+            sc_r = sc.index_select(0, rows) if isinstance(sc, torch.Tensor) else sc
+            g[rows, cols] = (pa - eps_i + rho * (lam_i * da * oa - pa * s_wo)) * sc_r
         if vc is not None:
             pad_rows = (~vc).nonzero().squeeze(1)
             if pad_rows.numel():
@@ -249,16 +260,28 @@ class ChunkedEncouragingLoss(torch.autograd.Function):
         t = torch.where(valid, target1d, torch.zeros_like(target1d)).long()
         n_valid = valid.sum()
         scale = 1.0 / max(int(n_valid), 1) if reduction == "mean" else 1.0
-        need_grad = ctx.needs_input_grad[0]
+        # fp32 logits: the gradient is formed during this pass. fp16/bf16: in
+        # backward, where the upstream gradient (a loss scale up to 2^16) is
+        # known, so it is formed in fp32 with it and cast once; formed in the
+        # input dtype first, it would overflow or flush to zero.
+        deferred = ctx.needs_input_grad[0] and logits2d.dtype in LOW_PRECISION
+        need_grad = ctx.needs_input_grad[0] and not deferred
         loss_tok, nll_tok, bonus_tok, grad, stats = chunked_compute(
             logits2d, t, valid, spec, scale, need_grad, want_stats, chunk_rows, inplace
         )
         ctx.grad = grad
         ctx.reduction = reduction
+        ctx.deferred = (logits2d, t, valid, spec, scale, chunk_rows, inplace) if deferred else None
         return finish_forward(ctx, (loss_tok, nll_tok, bonus_tok), stats, n_valid, reduction, logits2d.device)
 
     @staticmethod
     def backward(ctx, g_loss, *unused):
+        if ctx.deferred is not None:
+            z, t, valid, spec, scale, chunk_rows, inplace = ctx.deferred
+            ctx.deferred = None
+            rows = upstream_rows(g_loss, z.shape[0]) * scale
+            grad = chunked_compute(z, t, valid, spec, rows, True, False, chunk_rows, inplace)[3]
+            return grad, None, None, None, None, None, None, None
         return take_saved_grad(ctx, g_loss, "chunked"), None, None, None, None, None, None, None
 
 

@@ -7,6 +7,10 @@ import torch
 
 from .bonus import REDUCTIONS, ELConfigError
 
+# Input dtypes whose gradient is formed in fp32 with the upstream gradient
+# folded in, then cast once (not formed in the input dtype and scaled later).
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
 # Diagnostics, summed over the non-ignored tokens, in this order (float64).
 STAT_NAMES = ("n_tokens", "sum_target_prob", "n_well_classified", "sum_margin", "n_correct")
 
@@ -85,6 +89,12 @@ def take_saved_grad(ctx, g_loss, impl: str) -> torch.Tensor:
     elif g_loss.numel() != 1 or float(g_loss) != 1.0:
         grad.mul_(g_loss.to(grad.dtype))
     return grad
+
+
+def upstream_rows(g_loss: torch.Tensor, n: int) -> torch.Tensor:
+    """The upstream gradient as one contiguous fp32 factor per row."""
+    g = g_loss.detach().to(torch.float32).reshape(-1)
+    return g.expand(n).contiguous() if g.numel() == 1 else g.contiguous()
 
 
 @torch.no_grad()

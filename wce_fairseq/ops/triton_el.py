@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .bonus import BonusSpec
-from .common import ELResult, finish_forward, reduce_tokens, take_saved_grad
+from .common import LOW_PRECISION, ELResult, finish_forward, reduce_tokens, take_saved_grad, upstream_rows
 
 _BONUS_CODE = {"log": 0, "power": 1, "cos": 2, "none": 3}
 
@@ -67,9 +67,9 @@ def _bonus_curve(p, omp, le, gamma, start, b_start, BONUS: tl.constexpr, LOG_CLA
 def _el_fwd_kernel(
     z_ptr, z_stride, t_ptr, g_ptr, g_stride,
     loss_ptr, nll_ptr, bonus_ptr, pt_ptr, margin_ptr, correct_ptr,
-    V, ignore_index, eps, eps_i, lam, lam_i, rho, le, gamma, start, b_start, scale,
+    V, ignore_index, eps, eps_i, lam, lam_i, rho, le, gamma, start, b_start, scale, rs_ptr,
     BONUS: tl.constexpr, LOG_CLAMPED: tl.constexpr, HAS_START: tl.constexpr, ACTIVE: tl.constexpr,
-    LAM_POS: tl.constexpr, NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr,
+    LAM_POS: tl.constexpr, NEED_GRAD: tl.constexpr, ROW_SCALE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     z_row = z_ptr + row * z_stride
@@ -176,6 +176,8 @@ def _el_fwd_kernel(
     if NEED_GRAD:
         g_row = g_ptr + row * g_stride
         sc = scale * vf
+        if ROW_SCALE:  # the upstream gradient, folded in before the one cast to the logits' dtype
+            sc = sc * tl.load(rs_ptr + row).to(tl.float32)
         coef = (1.0 - rho * s_tot) * sc
         g_t = (-omp_t + eps + rho * ((1.0 - lam) * d_t * omp_t - p_t * s_rest)) * sc
         g_a = (p_a - eps_i + rho * (lam_i * d_wa * omp_a - p_a * (s_tot - lam_i * d_wa))) * sc
@@ -194,7 +196,10 @@ def _el_fwd_kernel(
             tl.store(g_row + c, g.to(g_ptr.dtype.element_ty), mask=msk)
 
 
-def _launch(z, t, spec: BonusSpec, ignore_index: int, scale: float, need_grad: bool, inplace: bool):
+def _launch(z, t, spec: BonusSpec, ignore_index: int, scale: float, need_grad: bool, inplace: bool,
+            row_scale=None):
+    """One launch over all rows. ``row_scale`` (fp32, one per row) multiplies
+    the gradient before it is stored in the logits' dtype."""
     N, V = z.shape
     dev = z.device
     f32 = dict(dtype=torch.float32, device=dev)
@@ -212,9 +217,11 @@ def _launch(z, t, spec: BonusSpec, ignore_index: int, scale: float, need_grad: b
             V_, int(ignore_index), float(spec.label_smoothing), float(spec.label_smoothing) / (V_ - 1),
             float(lam), float(lam) / (V_ - 1), float(spec.bonus_weight), float(spec.log_end),
             float(spec.bonus_gamma or 1.0), float(spec.bonus_start), float(b_start), float(scale),
+            row_scale if row_scale is not None else loss,
             BONUS=_BONUS_CODE[spec.bonus], LOG_CLAMPED=bool(spec.log_end >= 1.0),
             HAS_START=bool(spec.bonus_start > 0), ACTIVE=bool(active), LAM_POS=bool(active and lam > 0),
-            NEED_GRAD=bool(need_grad), BLOCK=BLOCK, num_warps=8 if BLOCK >= 2048 else 4,
+            NEED_GRAD=bool(need_grad), ROW_SCALE=row_scale is not None, BLOCK=BLOCK,
+            num_warps=8 if BLOCK >= 2048 else 4,
         )
     return loss, nll, bonus, (grad if need_grad else None), (p_t, margin, correct)
 
@@ -232,14 +239,27 @@ class TritonEncouragingLoss(torch.autograd.Function):
         valid = t != ignore_index
         n_valid = valid.sum()
         scale = 1.0 / max(int(n_valid), 1) if reduction == "mean" else 1.0
-        loss, nll, bonus, grad, per_row = _launch(z, t, spec, ignore_index, scale, ctx.needs_input_grad[0], inplace)
+        # fp32 logits: the gradient is written during this pass (three reads,
+        # one write). fp16/bf16: it is written in backward, where the upstream
+        # gradient (a loss scale of up to 2^16) is known, so that it is
+        # formed in fp32 and cast once (two more reads).
+        deferred = ctx.needs_input_grad[0] and z.dtype in LOW_PRECISION
+        loss, nll, bonus, grad, per_row = _launch(z, t, spec, ignore_index, scale,
+                                                  ctx.needs_input_grad[0] and not deferred, inplace)
         ctx.grad = grad
         ctx.reduction = reduction
+        ctx.deferred = (z, t, spec, ignore_index, scale, inplace) if deferred else None
         stats = _stats(valid, per_row) if want_stats else None
         return finish_forward(ctx, (loss, nll, bonus), stats, n_valid, reduction, z.device)
 
     @staticmethod
     def backward(ctx, g_loss, *unused):
+        if ctx.deferred is not None:
+            z, t, spec, ignore_index, scale, inplace = ctx.deferred
+            ctx.deferred = None
+            rows = upstream_rows(g_loss, z.shape[0])
+            grad = _launch(z, t, spec, ignore_index, scale, True, inplace, row_scale=rows)[3]
+            return grad, None, None, None, None, None, None
         return take_saved_grad(ctx, g_loss, "triton"), None, None, None, None, None, None
 
 
