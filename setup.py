@@ -5,9 +5,12 @@ setup(
     version="0.1.0",
     description="Encouraging loss (Zhao et al., AAAI 2022) for fairseq: criterion, task, fast kernels",
     packages=find_packages(include=["wce_fairseq", "wce_fairseq.*"]),
-    python_requires=">=3.9",
-    # torch and fairseq are installed by scripts/setup_env.sh with exact pins
-    # (see the README: the fairseq fork must be installed without torchaudio).
-    install_requires=["torch>=2.0"],
-    extras_require={"fairseq": ["ve-fairseq==0.12.3"], "triton": ["triton"]},
+    python_requires=">=3.8",
+    # Installing the plugin must never replace the torch or fairseq a user
+    # already has: torch is required only at a version every supported fairseq
+    # runs with, and fairseq is not declared at all (users have fairseq 0.12.2,
+    # a fork such as ve-fairseq, or fairseq main from git, under different
+    # names). scripts/setup_env.sh installs the pinned environment.
+    install_requires=["torch>=1.12"],
+    extras_require={"triton": ["triton"]},
 )

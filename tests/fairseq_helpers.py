@@ -1,5 +1,6 @@
 """Tiny in-memory fairseq objects for criterion tests (no data on disk)."""
 import argparse
+import dataclasses
 
 import torch
 
@@ -77,7 +78,7 @@ def make_criterion(task, name="encouraging_ce", **overrides):
     for k, v in fields.items():
         cfg[k] = v
     cfg.sentence_avg = False
-    if "cpu" in cfg:  # fairseq fills it from --cpu
+    if "cpu" in {f.name for f in dataclasses.fields(dc)}:  # fairseq fills it from --cpu
         cfg.cpu = True
     return CRITERION_REGISTRY[name].build_criterion(cfg, task)
 

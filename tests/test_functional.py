@@ -1,4 +1,4 @@
-"""Every implementation against the independent float64 reference (SPEC §2)."""
+"""Every implementation against the independent float64 reference (docs/design.md §2)."""
 import pytest
 import torch
 
@@ -209,7 +209,7 @@ def test_core_imports_no_fairseq():
 
 
 def test_gradient_formula_of_spec():
-    """The closed-form gradient of SPEC §2, evaluated directly, equals autograd."""
+    """The closed-form gradient of docs/design.md §2, evaluated directly, equals autograd."""
     logits, target = _inputs((6, 25), torch.float64, 19, ignore=False)
     eps, lam, rho, le = 0.1, 0.2, 1.5, 0.6
     x = logits.clone().requires_grad_()

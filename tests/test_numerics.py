@@ -1,4 +1,4 @@
-"""SPEC §6 hostile numerics and property-based agreement, for every impl."""
+"""docs/design.md §6 hostile numerics and property-based agreement, for every impl."""
 import math
 
 import pytest

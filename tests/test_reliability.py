@@ -1,4 +1,4 @@
-"""SPEC §6: exact resume, distributed equivalence, soak with the unbounded bonus."""
+"""docs/design.md §6: exact resume, distributed equivalence, soak with the unbounded bonus."""
 import math
 import re
 import socket

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# IWSLT'14 De->En, the paper's recipe (SPEC §7): transformer_iwslt_de_en, Adam
+# IWSLT'14 De->En, the paper's recipe (docs/design.md §7): transformer_iwslt_de_en, Adam
 # (0.9, 0.98), lr 1e-3, inverse_sqrt with 4000 warm-up updates, weight decay
 # 1e-4, dropout 0.4, max-tokens 4096 x update-freq 4, 20k updates; EL with LE 0.5
 # and label smoothing 0.1 on both terms. Runs on one GPU (or CPU, slowly).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# IWSLT'17 Fr->En, the paper's recipe (SPEC §7): transformer_iwslt_de_en with
+# IWSLT'17 Fr->En, the paper's recipe (docs/design.md §7): transformer_iwslt_de_en with
 # 2+2 layers and shared embeddings, lr 5e-4, dropout 0.3, weight decay 1e-3,
 # 100k updates; otherwise as De->En. EL with LE 0.5, label smoothing 0.1.
 #   train.sh DATA_BIN {baseline|el} [SEED] [SAVE_DIR] [extra fairseq-train args]

@@ -1,5 +1,5 @@
 """``impl="chunked"``: exact encouraging loss in pure PyTorch with the analytic
-gradient of SPEC §2.
+gradient of docs/design.md §2.
 
 Tokens are processed in row chunks small enough to stay in cache; everything is
 computed in fp32 whatever the input dtype. The gradient is produced during the
@@ -23,7 +23,7 @@ def _chunk_rows(V: int, chunk_rows: int | None) -> int:
     return max(1, chunk_rows if chunk_rows else CHUNK_ELEMENTS // V)
 
 
-def _bonus_rest(spec: BonusSpec, fast_log: bool, p, t, rows, cols, p_a, omp_a, work=None, need_d=True):
+def _bonus_rest(spec: BonusSpec, fast_log: bool, p, t, rows, cols, p_a, omp_a, mask=None, work=None, need_d=True):
     """Σ_{v≠y} B(p_v), Σ_{v≠y} D(p_v) and the row-wise D (0 at the target);
     the last two are None when ``need_d`` is off (no gradient wanted).
 
@@ -31,7 +31,9 @@ def _bonus_rest(spec: BonusSpec, fast_log: bool, p, t, rows, cols, p_a, omp_a, w
     accuracy and where the tangent (LE >= 0.5) or the clamp (LE = 1) applies;
     that entry (``rows``, ``cols``: rows whose argmax is not the target and
     has p > 0.5) is left out of the bulk pass and added back from the exact
-    ``p_a``, ``1 - p_a`` of those rows. For the paper's bonus (log,
+    ``p_a``, ``1 - p_a`` of those rows (with ``mask``: every row is listed,
+    those outside the mask pointed at their target column with a zero
+    fix-up, so nothing waits for the device). For the paper's bonus (log,
     no start, LE >= 0.5) the bulk pass needs no branches:
 
         B = log(1-p),  D = -p/(1-p) = 1 - 1/(1-p)   for p <= 0.5.
@@ -56,6 +58,8 @@ def _bonus_rest(spec: BonusSpec, fast_log: bool, p, t, rows, cols, p_a, omp_a, w
     d_rest = d.sum(1) if need_d else None
     if rows.numel():
         b_x, d_x = spec.curve(p_a, omp_a)
+        if mask is not None:
+            b_x, d_x = torch.where(mask, b_x, torch.zeros_like(b_x)), torch.where(mask, d_x, torch.zeros_like(d_x))
         b_rest.index_add_(0, rows, b_x)
         if need_d:
             d_rest.index_add_(0, rows, d_x)
@@ -73,13 +77,21 @@ def chunked_compute(
     want_stats: bool,
     chunk_rows: int | None = None,
     inplace: bool = False,
+    sync_free: bool | None = None,
 ):
     """Per-token (loss, nll, bonus) in fp32, the gradient of ``scale * Σ loss``
     (or None) and the summed diagnostics (or None). ``scale`` is a number or
     one fp32 factor per row (the upstream gradient folded in): the gradient is
-    formed in fp32 and stored once in the logits' dtype."""
+    formed in fp32 and stored once in the logits' dtype.
+
+    ``sync_free`` (default: on for CUDA tensors) replaces the per-chunk steps
+    that wait for the device (``nonzero`` to find the rare confidently-wrong
+    rows, the padding rows) with masked work on every row of the chunk, so a
+    GPU never stalls inside the loop; the results are the same."""
     N, V = logits2d.shape
     dev = logits2d.device
+    if sync_free is None:
+        sync_free = logits2d.is_cuda
     loss_tok = torch.zeros(N, dtype=torch.float32, device=dev)
     nll_tok = torch.zeros_like(loss_tok)
     bonus_tok = torch.zeros_like(loss_tok)
@@ -98,7 +110,7 @@ def chunked_compute(
         if inplace:
             grad = logits2d
             if compact:
-                grad[~valid] = 0
+                grad.masked_fill_(~valid.unsqueeze(1), 0)
         else:
             grad = (torch.zeros_like if compact else torch.empty_like)(logits2d)
 
@@ -139,10 +151,14 @@ def chunked_compute(
         # Normaliser from e = exp(z - max): the sum over the non-target classes
         # s_o is taken on its own, so 1 - p_t = s_o / Σe and
         # lp_t = -log1p(s_o / e_t) stay accurate as p_t → 1 (no cancellation).
+        # With diagnostics, the two largest logits per row in one pass: the
+        # max, the argmax and the best logit other than the target.
         if want_stats:
-            zmax, amax = z.max(dim=1)
+            top2 = z.topk(2, dim=1)
+            zmax, amax = top2.values[:, 0], top2.indices[:, 0]
         else:
-            zmax, amax = z.amax(dim=1), None
+            top2, amax = None, None
+            zmax = z.amax(dim=1)
         p = torch.sub(z, zmax.unsqueeze(1), out=work[0][: c1 - c0])
         p.exp_()
         e_t = p.gather(1, tcu)
@@ -155,16 +171,26 @@ def chunked_compute(
         if lam > 0:
             # Rows whose argmax a is not the target and has p_a = 1/Σe > 0.5
             # (confidently wrong; rare): a and the exact 1 - p_a = Σ_{v≠a} e_v / Σe.
-            wrong = ((sumexp < 2.0) & (z_t < zmax)).nonzero().squeeze(1)
-            if wrong.numel():
+            wrong_mask = (sumexp < 2.0) & (z_t < zmax)
+            if sync_free:
+                # every row, the non-wrong ones pointed at their target column
+                # (already excluded) with a zero fix-up: no wait for the device
+                a_all = (amax if amax is not None else z.argmax(1)).unsqueeze(1)
+                p.scatter_(1, a_all, 0.0)
+                s_na = p.sum(1)
+                p.scatter_(1, a_all, 1.0)  # e_a = exp(0)
+                rows_all = torch.arange(c1 - c0, device=dev)
+                cols = torch.where(wrong_mask, a_all.squeeze(1), tc)
+                fix_in = (rows_all, cols, 1.0 / sumexp, s_na / sumexp, wrong_mask)
+            elif bool((wrong := wrong_mask.nonzero().squeeze(1)).numel()):
                 e_w = p.index_select(0, wrong)
                 a_w = z.index_select(0, wrong).argmax(1)
                 e_w.scatter_(1, a_w.unsqueeze(1), 0.0)
                 s_w = sumexp.index_select(0, wrong)
-                fix_in = (wrong, a_w, 1.0 / s_w, e_w.sum(1) / s_w)
+                fix_in = (wrong, a_w, 1.0 / s_w, e_w.sum(1) / s_w, None)
             else:
                 empty = wrong.new_zeros(0)
-                fix_in = (wrong, empty, p.new_zeros(0), p.new_zeros(0))
+                fix_in = (wrong, empty, p.new_zeros(0), p.new_zeros(0), None)
         lse = zmax + sumexp.log()
         lp_t = torch.where(e_t > 1e-30, -torch.log1p(s_o / e_t.clamp_min(1e-30)), z_t - lse)
         omp_t = s_o / sumexp
@@ -176,7 +202,7 @@ def chunked_compute(
         ce = (1.0 - eps - eps_i) * nll + eps_i * (V * lse - z.sum(1)) if eps > 0 else nll
 
         if want_stats:
-            stats += token_stats(z, tc, lp_t, torch.ones_like(tc, dtype=torch.bool) if vc is None else vc, zmax, amax)
+            stats += token_stats(z, tc, lp_t, torch.ones_like(tc, dtype=torch.bool) if vc is None else vc, top2)
 
         # Bonus ρ·Σ_v q'_v B(p_v) with q'_y = 1-λ, q'_v = λ_i = λ/(V-1).
         p_t = e_t / sumexp
@@ -234,15 +260,21 @@ def chunked_compute(
             # unbounded D its two terms cancel as p_a → 1:
             #   p_a - ε_i + ρ·(λ_i D(p_a)(1-p_a) - p_a (S - λ_i D(p_a)))
             rows, cols = fix
-            pa, oa = fix_in[2], fix_in[3]
+            pa, oa, mask = fix_in[2], fix_in[3], fix_in[4]
             da = d_all[rows, cols]
             s_wo = s_tot.index_select(0, rows) - lam_i * da
             sc_r = sc.index_select(0, rows) if isinstance(sc, torch.Tensor) else sc
-            g[rows, cols] = (pa - eps_i + rho * (lam_i * da * oa - pa * s_wo)) * sc_r
+            fixed = (pa - eps_i + rho * (lam_i * da * oa - pa * s_wo)) * sc_r
+            if mask is not None:  # sync-free: rows that are not wrong keep their value
+                fixed = torch.where(mask, fixed, g[rows, cols])
+            g[rows, cols] = fixed
         if vc is not None:
-            pad_rows = (~vc).nonzero().squeeze(1)
-            if pad_rows.numel():
-                g.index_fill_(0, pad_rows, 0.0)
+            if sync_free:
+                g.masked_fill_(~vc.unsqueeze(1), 0.0)
+            else:
+                pad_rows = (~vc).nonzero().squeeze(1)
+                if pad_rows.numel():
+                    g.index_fill_(0, pad_rows, 0.0)
         if direct:
             continue
         if not compact:

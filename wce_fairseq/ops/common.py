@@ -98,21 +98,19 @@ def upstream_rows(g_loss: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def token_stats(z, t, lp_t, valid, zmax=None, amax=None) -> torch.Tensor:
-    """Diagnostics for rows ``z`` (fp32, [n, V]) with safe targets ``t``:
+def token_stats(z, t, lp_t, valid, top2=None) -> torch.Tensor:
+    """Diagnostics for rows ``z`` ([n, V], V >= 2) with safe targets ``t``:
     target probability, p > 0.5, logit margin (target minus best other) and
-    argmax correctness, summed over ``valid`` rows. ``zmax``/``amax`` (the
-    row max and argmax) may be passed in when the caller already has them."""
-    if zmax is None:
-        zmax, amax = z.max(dim=-1)
+    argmax correctness, summed over ``valid`` rows. ``top2`` is
+    ``z.topk(2, dim=-1)`` when the caller already has it: the best logit other
+    than the target is the first of the two unless the target is the argmax,
+    so no row is copied and nothing waits for the device."""
+    if top2 is None:
+        top2 = z.topk(2, dim=-1)
+    vals, idx = top2
     z_t = z.gather(-1, t.unsqueeze(-1)).squeeze(-1)
-    correct = amax == t
-    best_other = zmax.clone()
-    if bool(correct.any()):
-        rows = correct.nonzero().squeeze(-1)
-        zc = z.index_select(0, rows)
-        zc.scatter_(-1, t.index_select(0, rows).unsqueeze(-1), float("-inf"))
-        best_other[rows] = zc.max(dim=-1).values
+    correct = idx[..., 0] == t
+    best_other = torch.where(correct, vals[..., 1], vals[..., 0])
     p_t = lp_t.exp()
     margin = z_t - best_other
     v = valid.to(torch.float64)

@@ -17,7 +17,7 @@ import torch
 
 from .bonus import BonusSpec
 from .chunked import chunked_compute
-from .common import ELResult, check_target_range, finish_forward
+from .common import LOW_PRECISION, ELResult, check_target_range, finish_forward
 
 # rows of logits per chunk: large enough for an efficient matmul
 FUSED_CHUNK_ELEMENTS = 1 << 22
@@ -42,13 +42,17 @@ class FusedLinearEncouragingLoss(torch.autograd.Function):
         loss, nll, bon = (torch.zeros(N, dtype=f32, device=h.device) for _ in range(3))
         stats = torch.zeros(5, dtype=torch.float64, device=h.device) if want_stats else None
         step = chunk_rows or max(1, FUSED_CHUNK_ELEMENTS // V)
+        # fp16/bf16 on a GPU: the logits come from a matmul in the input dtype
+        # (tensor cores, fp32 accumulation) and are handed to the loss in fp32.
+        # Elsewhere (CPU) the chunk is multiplied in fp32.
+        native = h.is_cuda and h.dtype in LOW_PRECISION and weight.dtype == h.dtype
         if impl == "triton":  # imported only where it can run
             from .triton_el import _launch as _triton_launch
             from .triton_el import _stats as _triton_stats
         for c0 in range(0, N, step):
             c1 = min(c0 + step, N)
             hc = h[c0:c1].to(f32)
-            z = hc @ wf.t()
+            z = (h[c0:c1] @ weight.t()).to(f32) if native else hc @ wf.t()
             if bias is not None:
                 z += bias.to(f32)
             if impl == "triton":  # the fused kernel, gradient written over the chunk

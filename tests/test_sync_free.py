@@ -1,0 +1,73 @@
+"""The chunked path on a GPU must not wait for the device inside its chunk loop.
+Its sync-free mode (on by default for CUDA tensors) is checked on the CPU: the
+same results as the default mode, and no host-synchronising call per chunk."""
+import pytest
+import torch
+
+from wce_fairseq.ops.bonus import BonusSpec
+from wce_fairseq.ops.chunked import chunked_compute
+
+SPECS = [
+    BonusSpec(label_smoothing=0.1, log_end=0.5),  # the paper's bonus: the branch-free fast path
+    BonusSpec(label_smoothing=0.1, log_end=1.0),  # the clamp: general path
+    BonusSpec(label_smoothing=0.1, bonus="power", bonus_gamma=0.5, bonus_start=0.2),
+    BonusSpec(label_smoothing=0.0),  # no smoothing: no fix-ups at all
+]
+
+
+def _problem(N=40, V=301, seed=0, pad_every=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(N, V, generator=g) * 3
+    t = torch.randint(0, V, (N,), generator=g)
+    z[::3].scatter_(1, t[::3, None], 25.0)  # confidently right
+    z[1::5, 7] += 30.0  # confidently wrong (unless 7 is the target)
+    valid = torch.ones(N, dtype=torch.bool)
+    if pad_every:
+        valid[::pad_every] = False
+    return z, t, valid
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["log-0.5", "log-1", "power-start", "no-smoothing"])
+@pytest.mark.parametrize("pad_every", [0, 4, 1])  # none, some (contiguous chunks), all padding (compact)
+@pytest.mark.parametrize("per_row_scale", [False, True])
+def test_sync_free_equals_default(spec, pad_every, per_row_scale):
+    z, t, valid = _problem(pad_every=pad_every)
+    scale = torch.linspace(0.5, 2.0, z.shape[0]) if per_row_scale else 0.25
+    a = chunked_compute(z, t, valid, spec, scale, True, True, chunk_rows=7, sync_free=False)
+    b = chunked_compute(z, t, valid, spec, scale, True, True, chunk_rows=7, sync_free=True)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y, x, rtol=1e-6, atol=1e-7)
+
+
+class _SyncCounter:
+    """Counts the calls that make the host wait for the device's result."""
+
+    NAMES = ("nonzero", "item", "tolist", "__bool__", "__int__", "__float__", "any", "all")
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for name in self.NAMES:
+            orig = getattr(torch.Tensor, name)
+
+            def wrapped(self_, *a, _orig=orig, _name=name, **k):
+                self.calls.append(_name)
+                return _orig(self_, *a, **k)
+
+            monkeypatch.setattr(torch.Tensor, name, wrapped)
+
+
+@pytest.mark.parametrize("spec", SPECS[:2], ids=["log-0.5", "log-1"])
+def test_sync_free_mode_makes_no_per_chunk_sync(monkeypatch, spec):
+    z, t, valid = _problem(N=48, pad_every=5)
+    counts = {}
+    for chunk_rows in (48, 6):  # one chunk, eight chunks
+        counter = _SyncCounter(monkeypatch)
+        chunked_compute(z, t, valid, spec, 1.0, True, True, chunk_rows=chunk_rows, sync_free=True)
+        counts[chunk_rows] = list(counter.calls)
+        monkeypatch.undo()
+    assert counts[6] == counts[48], counts  # what remains happens once per call
+    assert len(counts[48]) <= 2, counts
+    # and the default CPU mode does wait per chunk: the counter sees it
+    counter = _SyncCounter(monkeypatch)
+    chunked_compute(z, t, valid, spec, 1.0, True, True, chunk_rows=6, sync_free=False)
+    assert len(counter.calls) > len(counts[6])
