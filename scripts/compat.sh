@@ -49,16 +49,17 @@ build() {  # build NAME PYVER TORCH FAIRSEQ(pip spec or "src") REQUIREMENTS
   py=$(find_python "$pyver") || { echo "compat: Python $pyver not found (pyenv install $pyver)" >&2; return 1; }
   echo "[compat $name] building $dir with $("$py" --version)"
   rm -rf "$dir"
-  "$py" -m venv "$dir"
+  # (called where `set -e` does not apply: every step checks its own status)
+  "$py" -m venv "$dir" || return 1
   local pip=("$dir/bin/python" -m pip -q --disable-pip-version-check)
-  "${pip[@]}" install "torch==$torch"
+  "${pip[@]}" install "torch==$torch" || return 1
   # fairseq declares torchaudio, whose wheels pin another torch: install fairseq alone,
   # then its other dependencies
-  "${pip[@]}" install -r "$req"
-  if [ "$fs" = src ]; then
-    "${pip[@]}" install --no-deps --no-build-isolation "$FAIRSEQ_MAIN_SRC"
+  "${pip[@]}" install -r "$req" || return 1
+  if [ "$fs" = src ]; then  # builds its C++/Cython extensions against the torch above
+    "${pip[@]}" install --no-deps --no-build-isolation "$FAIRSEQ_MAIN_SRC" || return 1
   else
-    "${pip[@]}" install --no-deps "fairseq==$fs"
+    "${pip[@]}" install --no-deps "fairseq==$fs" || return 1
   fi
   echo "$want" > "$dir/.stamp"
 }
