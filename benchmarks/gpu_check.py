@@ -39,21 +39,8 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def realistic_logits(N, V, dtype, device, seed=0):
-    """80 % of rows confidently right, 5 % confidently wrong, the rest uncertain;
-    every 17th token padding."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    z = torch.randn(N, V, generator=g) * 2.0
-    t = torch.randint(0, V, (N,), generator=g)
-    r = torch.rand(N, generator=g)
-    right, wrong = r < 0.8, (r >= 0.8) & (r < 0.85)
-    z[right, t[right]] += 18.0
-    z[wrong, (t[wrong] + 1) % V] += 18.0
-    t[::17] = PAD
-    return z.to(device=device, dtype=dtype), t.to(device)
-
-
 def check_correctness(device, sizes, dtypes, sample):
+    import bench_loss
     from wce_fairseq.functional import encouraging_loss, self_check
     from wce_fairseq.ops.reference import reference_forward
     from wce_fairseq.ops.bonus import BonusSpec
@@ -66,7 +53,7 @@ def check_correctness(device, sizes, dtypes, sample):
     for N, V in sizes:
         for dt in dtypes:
             t0 = time.time()
-            z, t = realistic_logits(N, V, dt, device)
+            z, t = bench_loss.make_logits("realistic", N, V, device, dt)
             x = z.clone().requires_grad_(True)
             loss = encouraging_loss(x, t, label_smoothing=EPS, log_end=LE, reduction="sum", impl=impl,
                                     ignore_index=PAD)

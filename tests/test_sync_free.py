@@ -71,3 +71,35 @@ def test_sync_free_mode_makes_no_per_chunk_sync(monkeypatch, spec):
     counter = _SyncCounter(monkeypatch)
     chunked_compute(z, t, valid, spec, 1.0, True, True, chunk_rows=6, sync_free=False)
     assert len(counter.calls) > len(counts[6])
+
+
+def test_cpu_worker_threads_equal_one_thread(monkeypatch):
+    """Chunks walked by several threads (each single-threaded) give what one
+    thread gives, and torch's thread count and grad mode are restored."""
+    import wce_fairseq.ops.chunked as ch
+
+    z, t, valid = _problem(N=90, V=301, pad_every=4)
+    spec = SPECS[0]
+    one = chunked_compute(z, t, valid, spec, 0.5, True, True, chunk_rows=7)
+    before = torch.get_num_threads()
+    monkeypatch.setattr(ch, "cpu_workers", lambda x, n: 3)
+    with torch.enable_grad():
+        many = chunked_compute(z, t, valid, spec, 0.5, True, True, chunk_rows=7)
+        assert torch.is_grad_enabled()
+    assert torch.get_num_threads() == before
+    for a, b in zip(one, many):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+
+
+def test_worker_errors_reach_the_caller():
+    from wce_fairseq.ops.chunked import run_chunks
+
+    def fn(c0, c1, work):
+        if c0 == 6:
+            raise ValueError("chunk 6 failed")
+        return c0
+
+    spans = [(i, i + 1) for i in range(10)]
+    assert run_chunks(lambda c0, c1, w: c0 * 10, spans, lambda: None, 3) == [i * 10 for i in range(10)]
+    with pytest.raises(ValueError, match="chunk 6 failed"):
+        run_chunks(fn, spans, lambda: None, 3)
