@@ -71,8 +71,10 @@ def _ours(impl):
         from wce_fairseq.functional import encouraging_loss_parts
         from wce_fairseq.ops.bonus import BonusSpec
 
+        # as the criterion calls it on raw logits: the gradient goes over them
+        extra = {"inplace_backward": True} if impl != "reference" and logits.requires_grad else {}
         res = encouraging_loss_parts(logits, target, BonusSpec(label_smoothing=EPS, log_end=LE), ignore_index=PAD,
-                                     reduction="sum", impl=impl, want_stats=STATS)
+                                     reduction="sum", impl=impl, want_stats=STATS, **extra)
         if STATS:
             res.stats.tolist()  # the criterion reads its diagnostics back for the log
         return res.loss
@@ -135,37 +137,47 @@ def measure(provider, N, V, mode, dtype, device, repeats, threads, logits_kind="
     fn = fn_for(provider)
     grad = mode == "fwd+bwd"
 
-    def once():
-        x = logits.detach().requires_grad_(grad)
+    # Every call gets its own copy of the logits, made before the clock starts,
+    # as training hands the loss freshly computed logits (EL writes its
+    # gradient over them, as the criterion does).
+    def fresh():
+        return logits.clone().requires_grad_(grad)
+
+    def once(x):
         loss = fn(x, target)
         if grad:
             loss.backward()
         return loss
 
     if device == "cuda":
+        x = fresh()
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        once()
+        once(x)
         torch.cuda.synchronize()
         extra = torch.cuda.max_memory_allocated() - base
     else:
         import gc
 
+        x = fresh()
         gc.collect()
         ok = _reset_peak()
         base = _rss_kib("VmRSS")
-        once()
+        once(x)
         extra = (_rss_kib("VmHWM") - base) * 1024 if ok else float("nan")
+    del x
     times = []
     for _ in range(repeats):
+        x = fresh()
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        once()
+        once(x)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        del x
     return statistics.median(times), extra
 
 

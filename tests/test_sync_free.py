@@ -103,3 +103,19 @@ def test_worker_errors_reach_the_caller():
     assert run_chunks(lambda c0, c1, w: c0 * 10, spans, lambda: None, 3) == [i * 10 for i in range(10)]
     with pytest.raises(ValueError, match="chunk 6 failed"):
         run_chunks(fn, spans, lambda: None, 3)
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_margin_when_the_target_leads_past_exp_range(sync_free):
+    """The CPU path finds the best other logit from exp(z - max); where that
+    underflows (a lead > 87) it falls back to the logits themselves."""
+    z = torch.zeros(4, 50)
+    t = torch.tensor([3, 7, 9, 11])
+    z[0, 3], z[0, 5] = 200.0, 12.5  # lead of 187.5: exp underflows
+    z[1, 7], z[1, 2] = 30.0, 29.0  # lead of 1
+    z[2, 1] = 500.0  # confidently wrong by 500
+    z[3, 11], z[3, 0] = 1e4, -1e4
+    valid = torch.ones(4, dtype=torch.bool)
+    st = chunked_compute(z, t, valid, SPECS[0], 1.0, False, True, sync_free=sync_free)[4]
+    assert st[3].item() == pytest.approx(187.5 + 1.0 - 500.0 + 1e4, abs=1e-3)  # summed margins
+    assert st[4].item() == 3  # rows whose argmax is the target

@@ -268,8 +268,16 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             target = target[:, self.ignore_prefix_size :].contiguous()
         return scores.reshape(-1, scores.size(-1)), target.reshape(-1)
 
-    def compute_el(self, model, net_output, sample, reduce=True):
+    def compute_el(self, model, net_output, sample, reduce=True, overwrite_logits=False):
+        """The loss parts and diagnostics. With ``overwrite_logits`` (our own
+        ``forward`` only) the gradient is written over the raw logits instead of
+        a new N x V buffer, where they are raw logits: nothing reads them after
+        the loss (the output projection's backward needs its input, not its
+        output), so this saves the buffer and its first-touch cost."""
         scores, target = self._inputs(model, net_output, sample)
+        options = {}
+        if overwrite_logits and scores.requires_grad and _plain_log_softmax(model) and self.impl != "reference":
+            options["inplace_backward"] = True
         return encouraging_loss_parts(
             scores,
             target,
@@ -278,6 +286,7 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             reduction="sum" if reduce else "none",
             impl=self.impl,
             want_stats=True,
+            **options,
         )
 
     def compute_loss(self, model, net_output, sample, reduce=True):
@@ -307,7 +316,7 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             res = self._fused(model, sample)
         else:
             net_output = model(**sample["net_input"])
-            res = self.compute_el(model, net_output, sample, reduce=reduce)
+            res = self.compute_el(model, net_output, sample, reduce=reduce, overwrite_logits=True)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         n_tok, sum_p, n_well, sum_margin, n_correct = res.stats.tolist()
         logging_output = {

@@ -98,19 +98,24 @@ def upstream_rows(g_loss: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def token_stats(z, t, lp_t, valid, top2=None) -> torch.Tensor:
+def token_stats(z, t, lp_t, valid, top2=None, best_other=None) -> torch.Tensor:
     """Diagnostics for rows ``z`` ([n, V], V >= 2) with safe targets ``t``:
     target probability, p > 0.5, logit margin (target minus best other) and
     argmax correctness, summed over ``valid`` rows. ``top2`` is
     ``z.topk(2, dim=-1)`` when the caller already has it: the best logit other
     than the target is the first of the two unless the target is the argmax,
-    so no row is copied and nothing waits for the device."""
-    if top2 is None:
-        top2 = z.topk(2, dim=-1)
-    vals, idx = top2
+    so no row is copied and nothing waits for the device. Or ``best_other``
+    itself, when the caller found it in its own pass (the argmax is then the
+    target exactly when the target logit is above every other)."""
     z_t = z.gather(-1, t.unsqueeze(-1)).squeeze(-1)
-    correct = idx[..., 0] == t
-    best_other = torch.where(correct, vals[..., 1], vals[..., 0])
+    if best_other is not None:
+        correct = z_t > best_other
+    else:
+        if top2 is None:
+            top2 = z.topk(2, dim=-1)
+        vals, idx = top2
+        correct = idx[..., 0] == t
+        best_other = torch.where(correct, vals[..., 1], vals[..., 0])
     p_t = lp_t.exp()
     margin = z_t - best_other
     v = valid.to(torch.float64)
