@@ -2,10 +2,13 @@
 loss vs fairseq's stock label-smoothed CE, same model, data and seed, on the
 CPU. Runs alternate (stock, EL, stock, EL, ...) so drift hits both alike.
 
-    python benchmarks/bench_e2e.py [--data DIR/bin] [--updates 60] [--rounds 2] [--big-vocab]
+    python benchmarks/bench_e2e.py [--data DIR/bin] [--updates 60] [--rounds 2] [--vocab 16000]
 
-Without --data it generates the quickstart's synthetic corpus. --big-vocab uses
-an 8k SentencePiece vocabulary so the loss is a visible share of the step.
+Without --data it generates data: with --vocab (an MT-sized vocabulary, where
+the loss is a real share of the step) random-token sentences over a fixed
+dictionary of that size (benchmarks/gpu_check.py's generator; speed depends on
+the vocabulary size, not on what the tokens mean); without it the
+quickstart's synthetic corpus with a 256-piece SentencePiece model.
 """
 import argparse
 import os
@@ -57,21 +60,33 @@ def main():
     ap.add_argument("--work", default="/tmp/wce_e2e")
     ap.add_argument("--updates", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--big-vocab", action="store_true")
+    ap.add_argument("--vocab", type=int, default=0, help="random-token data over a dictionary of this size")
     a = ap.parse_args()
-    data = a.data or make_data(a.work, 8000 if a.big_vocab else 256)
+    if a.data:
+        data = a.data
+    elif a.vocab:
+        sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+        from gpu_check import _synthetic_data
+
+        data = _synthetic_data(os.path.join(a.work, f"v{a.vocab}"), a.vocab, 20000, 30)
+    else:
+        data = make_data(a.work, 256)
     res = {k: [] for k in SYSTEMS}
     for r in range(a.rounds):
         for name, crit in SYSTEMS.items():
             res[name].append(wps(data, crit, a.updates))
             print(f"[round {r + 1}/{a.rounds}] {name}: {res[name][-1]:.0f} words/s", file=sys.stderr, flush=True)
     base = statistics.median(res["stock LS-CE"])
-    print(f"\nfairseq-train on CPU (2 threads), transformer 2+2 layers x 256, {a.updates} updates, "
-          f"median of {a.rounds} alternating runs; data {data}")
-    print(f"{'criterion':<14} {'words/s':>9} {'x stock':>8}   runs")
+    from fairseq.data import Dictionary
+
+    V = len(Dictionary.load(os.path.join(data, "dict.src.txt"))) if os.path.exists(
+        os.path.join(data, "dict.src.txt")) else "?"
+    print(f"\nfairseq-train on CPU ({os.cpu_count()} cores), transformer 2+2 layers x 256, vocabulary {V}, "
+          f"{a.updates} updates, median of {a.rounds} alternating runs; data {data}")
+    print("| criterion | words/s | x stock | runs |\n|---|---:|---:|---|")
     for name, v in res.items():
-        print(f"{name:<14} {statistics.median(v):>9.0f} {statistics.median(v) / base:>8.3f}   "
-              + " ".join(f"{x:.0f}" for x in v))
+        print(f"| {name} | {statistics.median(v):.0f} | {statistics.median(v) / base:.3f} | "
+              + " ".join(f"{x:.0f}" for x in v) + " |")
 
 
 if __name__ == "__main__":

@@ -254,7 +254,9 @@ def chunked_compute(
                 fix_in = (rows_all, cols, 1.0 / sumexp, s_na / sumexp, wrong_mask)
             elif bool((wrong := wrong_mask.nonzero().squeeze(1)).numel()):
                 e_w = p.index_select(0, wrong)
-                a_w = z.index_select(0, wrong).argmax(1)
+                # the argmax from exp(z - max) itself: in these rows it is the one
+                # entry with e >= 1/2 of the sum (e = 1), so no tie is possible
+                a_w = e_w.argmax(1)
                 e_w.scatter_(1, a_w.unsqueeze(1), 0.0)
                 s_w = sumexp.index_select(0, wrong)
                 fix_in = (wrong, a_w, 1.0 / s_w, e_w.sum(1) / s_w, None)
