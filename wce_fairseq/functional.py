@@ -122,23 +122,29 @@ def _check_problem(device: torch.device):
 
 
 def _compare_with_reference(impl: str, device: torch.device) -> Optional[str]:
+    """fp32 logits with a unit upstream gradient (the gradient written during
+    the forward pass), then fp16 logits under a loss scale of 2^10 with
+    ``reduction="mean"`` (the gradient written in backward, upstream folded
+    in): both code paths a run can take, each against the reference."""
     z, t, spec = _check_problem(device)
-    x = z.clone().requires_grad_(True)
-    got = _dispatch(impl, x, t, spec, -100, "sum", True)
-    got.loss.backward()
-    xr = z.double().cpu().requires_grad_(True)
-    ref = reference_forward(xr, t.cpu(), spec, -100, "sum", True)
-    ref.loss.backward()
-    pairs = (("loss", got.loss, ref.loss, 1e-4), ("nll", got.nll_loss, ref.nll_loss, 1e-4),
-             ("bonus", got.bonus_loss, ref.bonus_loss, 1e-4), ("stats", got.stats, ref.stats, 1e-4))
-    for name, a, b, tol in pairs:
-        a, b = a.detach().double().cpu(), b.detach().double()
-        if not torch.allclose(a, b, rtol=tol, atol=tol):
-            return f"{name} differs from the float64 reference ({a.tolist()} vs {b.tolist()})"
-    g, gr = x.grad.double().cpu(), xr.grad
-    err = float((g - gr).abs().max())
-    if not err <= 1e-5 * max(1.0, float(gr.abs().max())):
-        return f"gradient differs from the float64 reference by {err:.3g}"
+    for dtype, reduction, upstream, tol in ((torch.float32, "sum", 1.0, 1e-5), (torch.float16, "mean", 1024.0, 2e-3)):
+        zin = z.to(dtype)
+        x = zin.clone().requires_grad_(True)
+        got = _dispatch(impl, x, t, spec, -100, reduction, True)
+        got.loss.backward(torch.tensor(upstream, device=device))
+        xr = zin.double().cpu().requires_grad_(True)
+        ref = reference_forward(xr, t.cpu(), spec, -100, reduction, True)
+        (ref.loss * upstream).backward()
+        pairs = (("loss", got.loss, ref.loss), ("nll", got.nll_loss, ref.nll_loss),
+                 ("bonus", got.bonus_loss, ref.bonus_loss), ("stats", got.stats, ref.stats))
+        for name, a, b in pairs:
+            a, b = a.detach().double().cpu(), b.detach().double()
+            if not torch.allclose(a, b, rtol=1e-4, atol=1e-4):
+                return f"{name} ({dtype}) differs from the float64 reference ({a.tolist()} vs {b.tolist()})"
+        g, gr = x.grad.double().cpu(), xr.grad
+        err = float((g - gr).abs().max())
+        if not (x.grad.dtype == dtype and err <= tol * max(1.0, float(gr.abs().max()))):
+            return f"gradient ({dtype}, upstream {upstream:g}) differs from the float64 reference by {err:.3g}"
     return None
 
 
