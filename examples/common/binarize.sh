@@ -14,15 +14,20 @@ for split in train valid test; do for l in "$SRC" "$TGT"; do
 done; done
 mkdir -p "$OUT/tok"
 echo "[binarize] SentencePiece ($VOCAB, joint $SRC+$TGT)"
-python -m wce_fairseq.tools.spm train --input "$RAW/train.$SRC,$RAW/train.$TGT" --prefix "$OUT/spm" --vocab-size "$VOCAB"
+python -m wce_fairseq.tools.spm train --input "$RAW/train.$SRC,$RAW/train.$TGT" --prefix "$OUT/spm" --vocab-size "$VOCAB" \
+  --seed "${SPM_SEED:-1}"
 for split in train valid test; do for l in "$SRC" "$TGT"; do
   python -m wce_fairseq.tools.spm encode --model "$OUT/spm.model" < "$RAW/$split.$l" > "$OUT/tok/$split.$l"
 done; done
 echo "[binarize] fairseq-preprocess -> $OUT/bin"
-rm -rf "$OUT/bin"
+# into a new folder first: an existing bin/ is replaced only once this succeeded
+NEW="$OUT/bin.new.$$"
+rm -rf "$NEW"
 fairseq-preprocess --source-lang "$SRC" --target-lang "$TGT" \
   --trainpref "$OUT/tok/train" --validpref "$OUT/tok/valid" --testpref "$OUT/tok/test" \
-  --destdir "$OUT/bin" --joined-dictionary --workers 2 > "$OUT/preprocess.log" 2>&1 \
-  || { tail -20 "$OUT/preprocess.log" >&2; exit 1; }
-cp "$OUT/spm.model" "$OUT/bin/"
+  --destdir "$NEW" --joined-dictionary --workers 2 > "$OUT/preprocess.log" 2>&1 \
+  || { tail -20 "$OUT/preprocess.log" >&2; rm -rf "$NEW"; echo "binarize: fairseq-preprocess failed; $OUT/bin left as it was" >&2; exit 1; }
+cp "$OUT/spm.model" "$NEW/"
+rm -rf "$OUT/bin"
+mv "$NEW" "$OUT/bin"
 echo "[binarize] done: $(ls "$OUT/bin" | wc -l) files"

@@ -25,10 +25,11 @@ need fairseq-generate sacrebleu
 DEV=()
 python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" || DEV=(--cpu)
 CKPT="$SAVE/checkpoint_avg$LAST.pt"
-if ls "$SAVE"/checkpoint[0-9]*.pt >/dev/null 2>&1; then
-  python -m wce_fairseq.tools.average --dir "$SAVE" --last "$LAST" --out "$CKPT" >/dev/null
+if compgen -G "$SAVE/checkpoint[0-9]*.pt" >/dev/null || compgen -G "$SAVE/checkpoint_[0-9]*_[0-9]*.pt" >/dev/null; then
+  # the last LAST update checkpoints where the run saved by updates, else the last LAST epochs
+  python -m wce_fairseq.tools.average --dir "$SAVE" --last "$LAST" --by auto --out "$CKPT" >/dev/null
 else
-  echo "[evaluate] no epoch checkpoints to average; using checkpoint_last.pt"
+  echo "[evaluate] no epoch or update checkpoints to average; using checkpoint_last.pt"
   CKPT="$SAVE/checkpoint_last.pt"
 fi
 OUT="$SAVE/eval.$SUBSET"

@@ -8,10 +8,13 @@ die() { echo "error: $*" >&2; exit 1; }
 need() { for t in "$@"; do command -v "$t" >/dev/null || die "'$t' not found; run scripts/setup_env.sh (it makes .venv) first"; done; }
 need_file() { for f in "$@"; do [ -s "$f" ] || die "missing or empty file: $f"; done; }
 
-# fetch URL DEST: download (curl or wget) unless DEST exists, then verify its
-# sha256 against $CHECKSUMS (lines "sha256  filename") when listed there.
+# fetch URL DEST [RECORD]: download (curl or wget) unless DEST exists, then
+# verify its sha256 on every run: against $CHECKSUMS (lines "sha256  filename")
+# when the archive is listed there, else against RECORD (default DEST.sha256),
+# the hash recorded at its first use (with a loud warning that nothing
+# published vouches for it).
 fetch() {
-  local url=$1 dest=$2 name sum want
+  local url=$1 dest=$2 name sum want recorded record=${3:-$2.sha256}
   name=$(basename "$dest")
   if [ ! -s "$dest" ]; then
     echo "[download] $url"
@@ -21,13 +24,22 @@ fetch() {
     mv "$dest.part" "$dest"
   fi
   sum=$(sha256sum "$dest" | cut -d' ' -f1)
-  want=$(awk -v n="$name" '$2 == n {print $1}' "${CHECKSUMS:-/dev/null}" 2>/dev/null || true)
+  want=$(awk -v n="$name" '$1 !~ /^#/ && $2 == n {print $1}' "${CHECKSUMS:-/dev/null}" 2>/dev/null || true)
   if [ -n "$want" ]; then
-    [ "$sum" = "$want" ] || die "checksum mismatch for $name: got $sum, expected $want"
-    echo "[download] $name: sha256 verified"
+    [ "$sum" = "$want" ] || die "checksum mismatch for $name: got $sum, expected $want (from $(basename "$CHECKSUMS"))"
+    echo "[download] $name: sha256 verified against $(basename "$CHECKSUMS")"
+  elif [ -s "$record" ]; then
+    recorded=$(cut -d' ' -f1 "$record")
+    [ "$sum" = "$recorded" ] || die "checksum mismatch for $name: got $sum, but its first use recorded $recorded in $record (the file changed; delete both to download again)"
+    echo "[download] $name: sha256 matches the hash recorded at its first download"
   else
-    echo "[download] $name: sha256 $sum (not listed in $(basename "${CHECKSUMS:-none}"); recorded in $dest.sha256)"
-    echo "$sum  $name" > "$dest.sha256"
+    mkdir -p "$(dirname "$record")"
+    echo "$sum  $name" > "$record"
+    {
+      echo "[download] WARNING: no published sha256 is known for $name, so nothing vouches for this file."
+      echo "[download] WARNING: its sha256 $sum is recorded in $record and checked on every later run;"
+      echo "[download] WARNING: compare it with a colleague's copy, or add it to $(basename "${CHECKSUMS:-checksums.sha256}")."
+    } >&2
   fi
 }
 

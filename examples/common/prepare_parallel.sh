@@ -12,7 +12,9 @@ usage: $(basename "$0") [--raw DIR | --archives DIR] [--out DIR] [--vocab N] [--
 USAGE
   exit 2
 }
-RAW_IN="" ARCH_IN="" LOWER=${LOWER:-0}
+# LOWER comes from the recipe (prepare.sh sets it; only De->En lowercases) or
+# --lowercase, never from the environment
+RAW_IN="" ARCH_IN="" LOWER=${RECIPE_LOWER:-0}
 while [ $# -gt 0 ]; do
   case $1 in
     --raw) RAW_IN=$2; shift 2 ;;
@@ -35,17 +37,20 @@ if [ -n "$RAW_IN" ]; then
     need_file "$RAW_IN/$s.$l"; cp "$RAW_IN/$s.$l" "$RAW/$s.$l"
   done; done
 else
+  # archives are read from --archives DIR (never written to) or downloaded to
+  # OUT/orig; either way they are unpacked under OUT/extracted
   ARCH=${ARCH_IN:-"$OUT/orig"}
-  mkdir -p "$ARCH"
+  EXTRACTED="$OUT/extracted"
+  mkdir -p "$ARCH" "$EXTRACTED"
   for url in "${URLS[@]}"; do
     f="$ARCH/$(basename "$url")"
     if [ -n "$ARCH_IN" ]; then need_file "$f"; fi
-    fetch "$url" "$f"
-    echo "[prepare] extracting $(basename "$f")"
-    tar -xzf "$f" -C "$ARCH"
+    fetch "$url" "$f" "$OUT/sha256/$(basename "$f").sha256"  # recorded hashes live under OUT too
+    echo "[prepare] extracting $(basename "$f") into $EXTRACTED"
+    tar -xzf "$f" -C "$EXTRACTED"
   done
   mkdir -p "$RAW"
-  extract_raw "$ARCH" "$RAW"
+  extract_raw "$EXTRACTED" "$RAW"
 fi
 if [ "$LOWER" = 1 ]; then
   for s in train valid test; do for l in "$SRC" "$TGT"; do

@@ -2,7 +2,8 @@
 # the array RECIPE (fairseq-train arguments of the recipe) and optionally
 # EL_ARGS. Usage of the resulting script:
 #   train.sh DATA_BIN {baseline|el} [SEED] [SAVE_DIR] [extra fairseq-train args...]
-# Extra arguments come last, so they override the recipe's.
+# Extra arguments come last, so they override the recipe's. DRY_RUN=1 prints
+# the fairseq-train command instead of running it.
 if [ $# -lt 2 ]; then
   echo "usage: $(basename "$0") DATA_BIN {baseline|el} [SEED=1] [SAVE_DIR] [extra fairseq-train args]" >&2; exit 2
 fi
@@ -17,13 +18,19 @@ case $SYSTEM in
   # uses fairseq's own criterion instead.
   baseline) if [ "${BASELINE:-}" = stock ]; then CRIT=(--criterion label_smoothed_cross_entropy --label-smoothing 0.1)
             else CRIT=(--criterion encouraging_ce --label-smoothing 0.1 --bonus-weight 0); fi ;;
-  el) CRIT=(--criterion encouraging_ce --label-smoothing 0.1 "${EL_ARGS[@]:---log-end 0.5}") ;;
+  el) if [ -z "${EL_ARGS+set}" ]; then EL_ARGS=(--log-end 0.5); fi  # the recipe's, else the paper's LE
+      CRIT=(--criterion encouraging_ce --label-smoothing 0.1 "${EL_ARGS[@]}") ;;
   *) die "system must be 'baseline' or 'el', got '$SYSTEM'" ;;
 esac
+CMD=(fairseq-train "$DATA" --user-dir "$PLUGIN" --task translation_encouraging -s "$SRC" -t "$TGT"
+  "${RECIPE[@]}" "${CRIT[@]}" --seed "$SEED" --save-dir "$SAVE"
+  --keep-last-epochs 10 --log-format json --log-interval 100 --log-file "$SAVE/train.log"
+  --tensorboard-logdir "$SAVE/tb" "$@")
+if [ "${DRY_RUN:-0}" = 1 ]; then  # print the command, one argument a line, and stop
+  printf '%s\n' "${CMD[@]}"
+  exit 0
+fi
 mkdir -p "$SAVE"
 echo "[train] $SYSTEM seed $SEED -> $SAVE"
 set -x
-fairseq-train "$DATA" --user-dir "$PLUGIN" --task translation_encouraging -s "$SRC" -t "$TGT" \
-  "${RECIPE[@]}" "${CRIT[@]}" --seed "$SEED" --save-dir "$SAVE" \
-  --keep-last-epochs 10 --log-format json --log-interval 100 --log-file "$SAVE/train.log" \
-  --tensorboard-logdir "$SAVE/tb" "$@"
+"${CMD[@]}"

@@ -3,10 +3,10 @@
 # SentencePiece 10k joint; valid = every 23rd line of train (held out, as in
 # fairseq's classic preparation); test = dev2010 + tst2010-2012 + TEDX.dev2012.
 source "$(dirname "$0")/../common/lib.sh"
-SRC=de TGT=en VOCAB=10000 LOWER=1
+SRC=de TGT=en VOCAB=10000 RECIPE_LOWER=1
 OUT=${OUT:-"$REPO/data/iwslt14_de_en"}
 CHECKSUMS="$(dirname "$0")/checksums.sha256"
-URLS=("http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz")
+URLS=("https://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz")
 extract_raw() {
   local a="$1/de-en" raw=$2 l
   for l in de en; do

@@ -2,7 +2,7 @@
 # IWSLT'17 French->English (TED), the paper's Fr->En setting: SentencePiece 16k
 # joint (shared embeddings); valid = dev2010, test = tst2010-2015 concatenated.
 source "$(dirname "$0")/../common/lib.sh"
-SRC=fr TGT=en VOCAB=16000
+SRC=fr TGT=en VOCAB=16000 RECIPE_LOWER=0
 OUT=${OUT:-"$REPO/data/iwslt17_fr_en"}
 CHECKSUMS="$(dirname "$0")/checksums.sha256"
 URLS=("https://wit3.fbk.eu/archive/2017-01-trnted/texts/fr/en/fr-en.tgz")

@@ -3,15 +3,15 @@
 # valid = newstest2013, test = newstest2014 (full); SentencePiece 32k joint.
 # (The paper reports no WMT result; this recipe is ours.)
 source "$(dirname "$0")/../common/lib.sh"
-SRC=en TGT=de VOCAB=32000
+SRC=en TGT=de VOCAB=32000 RECIPE_LOWER=0
 OUT=${OUT:-"$REPO/data/wmt14_en_de"}
 CHECKSUMS="$(dirname "$0")/checksums.sha256"
 URLS=(
-  "http://statmt.org/wmt13/training-parallel-europarl-v7.tgz"
-  "http://statmt.org/wmt13/training-parallel-commoncrawl.tgz"
-  "http://statmt.org/wmt14/training-parallel-nc-v9.tgz"
-  "http://statmt.org/wmt14/dev.tgz"
-  "http://statmt.org/wmt14/test-full.tgz"
+  "https://statmt.org/wmt13/training-parallel-europarl-v7.tgz"
+  "https://statmt.org/wmt13/training-parallel-commoncrawl.tgz"
+  "https://statmt.org/wmt14/training-parallel-nc-v9.tgz"
+  "https://statmt.org/wmt14/dev.tgz"
+  "https://statmt.org/wmt14/test-full.tgz"
 )
 extract_raw() {
   local a=$1 raw=$2 l

@@ -9,7 +9,7 @@ MODEL=${MODEL:-base}
 if [ -z "${NGPU:-}" ]; then
   NGPU=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 fi
-DEV=(--fp16)
+DEV=(--fp16 --distributed-world-size "$NGPU")  # NGPU sets both the GPUs used and the update-freq below
 if [ "$NGPU" -eq 0 ]; then DEV=(--cpu); NGPU=1; echo "[train] no GPU found: running on the CPU (slow)"; fi
 case $MODEL in
   base) RECIPE=(--arch transformer_wmt_en_de --lr 7e-4 --dropout 0.1 --max-tokens 4096
@@ -20,6 +20,9 @@ case $MODEL in
 esac
 RECIPE+=(--share-all-embeddings --optimizer adam --adam-betas "(0.9,0.98)" --clip-norm 0.0
   --lr-scheduler inverse_sqrt --warmup-updates 4000 --weight-decay 0.0 "${DEV[@]}"
-  --save-interval-updates 5000 --keep-interval-updates 10)
+  --save-interval-updates "${SAVE_EVERY:-2000}" --keep-interval-updates 10)
+# evaluate.sh averages the last 10 of these update checkpoints (in fp32), as
+# fairseq's scaling_nmt example does; with epochs of ~20k updates, averaging
+# the last 10 *epoch* checkpoints would span half of a 100k-update run.
 EL_ARGS=(--log-end 0.5)
 source "$REPO/examples/common/train_common.sh"

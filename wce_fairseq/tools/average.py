@@ -1,7 +1,10 @@
-"""Average the model parameters of the last N epoch checkpoints (fairseq's
-repository ships scripts/average_checkpoints.py, the pip wheels do not).
+"""Average the model parameters of the last N checkpoints, in float64, saved
+in fp32 (fairseq's repository ships scripts/average_checkpoints.py, the pip
+wheels do not). ``--by epoch`` takes ``checkpointE.pt`` (one per epoch),
+``--by update`` takes ``checkpoint_E_U.pt`` (``--save-interval-updates``),
+ordered by update; ``auto`` takes update checkpoints where there are any.
 
-    python -m wce_fairseq.tools.average --dir CKPT_DIR --last 10 --out CKPT_DIR/checkpoint_avg10.pt
+    python -m wce_fairseq.tools.average --dir CKPT_DIR --last 10 --out CKPT_DIR/checkpoint_avg10.pt [--by update]
 """
 import argparse
 import collections
@@ -10,15 +13,21 @@ import re
 import sys
 
 
-def last_epoch_checkpoints(directory, n):
-    found = []
+def last_checkpoints(directory, n, by="auto"):
+    epochs, updates = [], []
     for f in os.listdir(directory):
         m = re.fullmatch(r"checkpoint(\d+)\.pt", f)
         if m:
-            found.append((int(m.group(1)), os.path.join(directory, f)))
-    found.sort()
+            epochs.append((int(m.group(1)), os.path.join(directory, f)))
+        m = re.fullmatch(r"checkpoint_(\d+)_(\d+)\.pt", f)
+        if m:
+            updates.append((int(m.group(2)), os.path.join(directory, f)))
+    if by == "auto":
+        by = "update" if updates else "epoch"
+    found = sorted(updates if by == "update" else epochs)
     if not found:
-        sys.exit(f"average: no checkpointN.pt files in {directory}")
+        pattern = "checkpoint_E_U.pt" if by == "update" else "checkpointN.pt"
+        sys.exit(f"average: no {pattern} files in {directory}")
     return [p for _, p in found[-n:]]
 
 
@@ -40,8 +49,8 @@ def average(paths):
             else:
                 avg[k] = v.clone()
     for k, v in avg.items():
-        if v.is_floating_point():
-            avg[k] = (v / len(paths)).to(first["model"][k].dtype)
+        if v.is_floating_point():  # fp32 (fp16/bf16 checkpoints of --fp16/--bf16 runs come out in fp32)
+            avg[k] = (v / len(paths)).to(torch.float64 if first["model"][k].dtype == torch.float64 else torch.float32)
     first["model"] = avg
     return first
 
@@ -52,9 +61,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", required=True)
     ap.add_argument("--last", type=int, default=10)
+    ap.add_argument("--by", choices=("auto", "epoch", "update"), default="auto")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    paths = last_epoch_checkpoints(a.dir, a.last)
+    paths = last_checkpoints(a.dir, a.last, a.by)
     print(f"[average] {len(paths)} checkpoints: {', '.join(os.path.basename(p) for p in paths)}", file=sys.stderr)
     torch.save(average(paths), a.out)
     print(a.out)

@@ -5,7 +5,35 @@
     python -m wce_fairseq.tools.spm decode --model out/spm.model < in.txt > out.txt
 """
 import argparse
+import os
+import random
 import sys
+import tempfile
+
+
+def sample_lines(paths, k, seed, out_path):
+    """At most ``k`` non-empty lines of ``paths``, a uniform sample drawn with
+    ``seed`` (reservoir sampling: one pass, memory for ``k`` lines), in their
+    original order. Returns the number written."""
+    rng = random.Random(seed)
+    keep = []  # (position, line)
+    seen = 0
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                if len(keep) < k:
+                    keep.append((seen, line))
+                else:
+                    j = rng.randrange(seen + 1)
+                    if j < k:
+                        keep[j] = (seen, line)
+                seen += 1
+    keep.sort()
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.writelines(line if line.endswith("\n") else line + "\n" for _, line in keep)
+    return len(keep)
 
 
 def main(argv=None):
@@ -20,17 +48,22 @@ def main(argv=None):
     t.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"])
     t.add_argument("--character-coverage", type=float, default=1.0)
     t.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
+    t.add_argument("--seed", type=int, default=1, help="seed of the line sample (the same lines every run)")
     for name in ("encode", "decode"):
         e = sub.add_parser(name)
         e.add_argument("--model", required=True)
     a = ap.parse_args(argv)
     if a.cmd == "train":
-        spm.SentencePieceTrainer.train(
-            input=a.input, model_prefix=a.prefix, vocab_size=a.vocab_size, model_type=a.model_type,
-            character_coverage=a.character_coverage, hard_vocab_limit=False,
-            input_sentence_size=a.max_sentences, shuffle_input_sentence=True, minloglevel=2,
-        )
-        print(f"[spm] trained {a.prefix}.model", file=sys.stderr)
+        # SentencePiece's own line sample differs from run to run whatever its
+        # seed; sample here (seeded), and let it train on all of the sample.
+        with tempfile.TemporaryDirectory() as tmp:
+            sample = os.path.join(tmp, "sample.txt")
+            n = sample_lines(a.input.split(","), a.max_sentences, a.seed, sample)
+            spm.SentencePieceTrainer.train(
+                input=sample, model_prefix=a.prefix, vocab_size=a.vocab_size, model_type=a.model_type,
+                character_coverage=a.character_coverage, hard_vocab_limit=False, minloglevel=2,
+            )
+        print(f"[spm] trained {a.prefix}.model on {n} lines (seed {a.seed})", file=sys.stderr)
         return
     sp = spm.SentencePieceProcessor(model_file=a.model)
     out = sys.stdout
