@@ -155,7 +155,7 @@ def test_average_by_update_in_fp32(tmp_path):
     assert [os.path.basename(p) for p in last_checkpoints(str(tmp_path), 2, "epoch")] == ["checkpoint2.pt",
                                                                                           "checkpoint3.pt"]
     main(["--dir", str(tmp_path), "--last", "3", "--out", str(tmp_path / "avg.pt")])
-    avg = torch.load(tmp_path / "avg.pt", weights_only=False)["model"]["w"]
+    avg = torch.load(tmp_path / "avg.pt")["model"]["w"]  # tensors only: safe loading takes it on any torch
     assert avg.dtype == torch.float32 and torch.allclose(avg, torch.full((3,), 14.0 / 3))
 
 
