@@ -105,3 +105,13 @@ def test_criterion_checks_its_implementation_at_start_up(fresh_checks, monkeypat
         crit = make_criterion(task, el_impl="auto")
     assert crit.impl == "auto"
     assert any("loss implementation chunked (--el-impl auto) on cpu" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("impl", ALL)
+def test_self_check_inside_no_grad(monkeypatch, impl):
+    """A first call from validation (under no_grad) must not mistake the
+    missing autograd for a broken implementation."""
+    monkeypatch.setattr(F, "_CHECKED", {})
+    with torch.no_grad():
+        assert F.self_check(impl, "cpu") is None
+        assert not torch.is_grad_enabled()

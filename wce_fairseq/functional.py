@@ -157,7 +157,8 @@ def self_check(impl: str, device: torch.device | str = "cpu") -> Optional[str]:
     key = (impl, str(dev))
     if key not in _CHECKED:
         try:
-            reason = _compare_with_reference(impl, dev)
+            with torch.enable_grad():  # callers may be inside no_grad (validation): the check needs a backward
+                reason = _compare_with_reference(impl, dev)
         except Exception as e:  # compile, launch, or a missing device: all mean "cannot run here"
             reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         _CHECKED[key] = reason
