@@ -43,6 +43,11 @@ def cpu_workers(x: torch.Tensor, n_chunks: int) -> int:
 # worker thread runs whole chunks with single-threaded operations and takes
 # the next chunk when it is done: no barrier until the end, and a thread that
 # is descheduled delays only itself.
+# torch.set_num_threads also resizes a process-wide thread pool: never from two
+# threads at once.
+_SET_THREADS = threading.Lock()
+
+
 def run_chunks(fn, spans, make_work, workers: int) -> list:
     """``[fn(c0, c1, work) for c0, c1 in spans]``, by ``workers`` threads."""
     if workers <= 1:
@@ -55,7 +60,8 @@ def run_chunks(fn, spans, make_work, workers: int) -> list:
     saved = torch.get_num_threads()
 
     def worker():
-        torch.set_num_threads(1)  # this thread's operations run on it alone
+        with _SET_THREADS:
+            torch.set_num_threads(1)  # this thread's operations run on it alone
         torch.set_grad_enabled(False)  # per thread: new threads start with autograd on
         try:
             work = make_work()
@@ -77,7 +83,8 @@ def run_chunks(fn, spans, make_work, workers: int) -> list:
         for th in threads:
             th.join()
     finally:
-        torch.set_num_threads(saved)
+        with _SET_THREADS:
+            torch.set_num_threads(saved)
         torch.set_grad_enabled(grad_mode)
     if errors:
         raise errors[0]
