@@ -3,7 +3,9 @@
 # EL_ARGS. Usage of the resulting script:
 #   train.sh DATA_BIN {baseline|el} [SEED] [SAVE_DIR] [extra fairseq-train args...]
 # Extra arguments come last, so they override the recipe's. DRY_RUN=1 prints
-# the fairseq-train command instead of running it.
+# the fairseq-train command instead of running it. FP16=auto (default) adds
+# --fp16 when a GPU is visible and the recipe has no precision flag of its
+# own; FP16=0 never does, FP16=1 always does.
 if [ $# -lt 2 ]; then
   echo "usage: $(basename "$0") DATA_BIN {baseline|el} [SEED=1] [SAVE_DIR] [extra fairseq-train args]" >&2; exit 2
 fi
@@ -22,8 +24,17 @@ case $SYSTEM in
       CRIT=(--criterion encouraging_ce --label-smoothing 0.1 "${EL_ARGS[@]}") ;;
   *) die "system must be 'baseline' or 'el', got '$SYSTEM'" ;;
 esac
+PREC=()
+if [[ " ${RECIPE[*]} $* " != *" --fp16 "* && " ${RECIPE[*]} $* " != *" --bf16 "* && " ${RECIPE[*]} $* " != *" --cpu "* ]]; then
+  case ${FP16:-auto} in
+    1) PREC=(--fp16) ;;
+    0) ;;
+    auto) if python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then PREC=(--fp16); fi ;;
+    *) die "FP16 must be auto, 0 or 1, got '$FP16'" ;;
+  esac
+fi
 CMD=(fairseq-train "$DATA" --user-dir "$PLUGIN" --task translation_encouraging -s "$SRC" -t "$TGT"
-  "${RECIPE[@]}" "${CRIT[@]}" --seed "$SEED" --save-dir "$SAVE"
+  "${RECIPE[@]}" "${PREC[@]}" "${CRIT[@]}" --seed "$SEED" --save-dir "$SAVE"
   --keep-last-epochs 10 --log-format json --log-interval 100 --log-file "$SAVE/train.log"
   --tensorboard-logdir "$SAVE/tb" "$@")
 if [ "${DRY_RUN:-0}" = 1 ]; then  # print the command, one argument a line, and stop

@@ -3,6 +3,8 @@
     python -m wce_fairseq.tools.spm train --input a.txt,b.txt --prefix out/spm --vocab-size 8000
     python -m wce_fairseq.tools.spm encode --model out/spm.model < in.txt > out.txt
     python -m wce_fairseq.tools.spm decode --model out/spm.model < in.txt > out.txt
+    python -m wce_fairseq.tools.spm encode-pair --model out/spm.model --inputs a.fr a.en --outputs b.fr b.en \
+        --min-len 1 --max-len 250    # drop pairs with a side outside [min, max] pieces (fairseq's spm_encode.py)
 """
 import argparse
 import os
@@ -52,6 +54,12 @@ def main(argv=None):
     for name in ("encode", "decode"):
         e = sub.add_parser(name)
         e.add_argument("--model", required=True)
+    p = sub.add_parser("encode-pair")
+    p.add_argument("--model", required=True)
+    p.add_argument("--inputs", nargs=2, required=True)
+    p.add_argument("--outputs", nargs=2, required=True)
+    p.add_argument("--min-len", type=int, default=1)
+    p.add_argument("--max-len", type=int, default=250)
     a = ap.parse_args(argv)
     if a.cmd == "train":
         # SentencePiece's own line sample differs from run to run whatever its
@@ -66,6 +74,21 @@ def main(argv=None):
         print(f"[spm] trained {a.prefix}.model on {n} lines (seed {a.seed})", file=sys.stderr)
         return
     sp = spm.SentencePieceProcessor(model_file=a.model)
+    if a.cmd == "encode-pair":
+        kept = total = 0
+        with open(a.inputs[0], encoding="utf-8") as f0, open(a.inputs[1], encoding="utf-8") as f1, \
+                open(a.outputs[0], "w", encoding="utf-8") as o0, open(a.outputs[1], "w", encoding="utf-8") as o1:
+            for x, y in zip(f0, f1):
+                total += 1
+                px, py = (sp.encode(s.rstrip("\n"), out_type=str) for s in (x, y))
+                if all(a.min_len <= len(p_) <= a.max_len for p_ in (px, py)):
+                    o0.write(" ".join(px) + "\n")
+                    o1.write(" ".join(py) + "\n")
+                    kept += 1
+            if f0.readline() or f1.readline():
+                sys.exit(f"spm encode-pair: {a.inputs[0]} and {a.inputs[1]} differ in length")
+        print(f"[spm] kept {kept} of {total} pairs ({a.min_len}..{a.max_len} pieces a side)", file=sys.stderr)
+        return
     out = sys.stdout
     for line in sys.stdin:
         line = line.rstrip("\n")
