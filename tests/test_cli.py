@@ -140,6 +140,35 @@ def test_checkpoint_loads_with_safe_torch_load(data, tmp_path):
     assert bare.returncode != 0 and "weights_only" in (bare.stdout + bare.stderr)
 
 
+def test_eval_bleu_checkpoints_load_safely_and_resume(data, tmp_path):
+    """--eval-bleu (the recipes' checkpoint selection) stores its n-gram counts
+    as numpy int64 arrays in the checkpoint's metrics: safe loading must take
+    them (resume and fairseq-generate), and still refuse arbitrary objects."""
+    import numpy as np
+
+    ck = tmp_path / "ck"
+    bleu = ["--eval-bleu", "--eval-bleu-args", '{"beam": 2, "max_len_a": 1.2, "max_len_b": 10}',
+            "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"]
+    p = train(data, str(ck), ["--max-epoch", "1", "--max-update", "3", *bleu])
+    assert [r for r in json_records(p.stdout, "valid") if "bleu" in r]
+    code = (
+        "import torch, numpy, wce_fairseq; wce_fairseq.register();"
+        f"s = torch.load({str(ck / 'checkpoint_best.pt')!r}, map_location='cpu');"
+        "m = [x for x in s['extra_state']['metrics']['valid'] if x[1] == '_bleu_counts'];"
+        "print('counts', type(m[0][3]['sum']).__name__, m[0][3]['sum'].dtype)"
+    )
+    assert "counts ndarray int64" in run([tool("python"), "-c", code]).stdout
+    p = train(data, str(ck), ["--max-epoch", "2", "--max-update", "6", *bleu])  # resumes from checkpoint_last
+    assert "loaded checkpoint" in (p.stdout + p.stderr).lower()
+    import wce_fairseq
+
+    wce_fairseq.register()
+    torch.save({"x": np.array([object()], dtype=object)}, tmp_path / "obj.pt")
+    if "weights_only" in torch.load.__code__.co_varnames:
+        with pytest.raises(Exception):
+            torch.load(tmp_path / "obj.pt", weights_only=True)
+
+
 def test_options_command_lists_every_option():
     from wce_fairseq.criterions.encouraging_ce import EncouragingCrossEntropyConfig
     import dataclasses
