@@ -2,6 +2,7 @@
 unpacked under the output folder, bin/ kept when preprocessing fails, the EL
 default, lowercasing confined to De->En, the WMT world size, seeded
 SentencePiece, and checkpoint averaging by updates in fp32."""
+import json
 import os
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ def test_download_is_verified_on_every_run(tmp_path):
     sums.write_text("# comment line\n")
     fetch = f'source examples/common/lib.sh; CHECKSUMS={sums}; fetch file://{src} {dest}'
     first = bash(fetch)
-    assert "WARNING: no published sha256" in first.stderr and dest.exists()
+    assert "WARNING: no published hash" in first.stderr and dest.exists()
     recorded = (tmp_path / "dl" / "archive.tgz.sha256").read_text().split()[0]
     again = bash(fetch)  # no download: the recorded hash is checked
     assert "matches the hash recorded at its first download" in again.stdout and "WARNING" not in again.stderr
@@ -45,6 +46,39 @@ def test_download_is_verified_on_every_run(tmp_path):
     assert "verified against checksums.sha256" in bash(fetch).stdout
     dest.write_bytes(b"tampered")
     assert bash(fetch, check=False).returncode != 0
+    # an md5 (what sacreBLEU publishes for the IWSLT'17 archives) is recognised by its length
+    import hashlib
+
+    dest.write_bytes(b"pretend archive")
+    sums.write_text(f"{hashlib.md5(b'pretend archive').hexdigest()}  archive.tgz\n")
+    assert "md5 verified against checksums.sha256" in bash(fetch).stdout
+    dest.write_bytes(b"tampered")
+    bad = bash(fetch, check=False)
+    assert bad.returncode != 0 and "checksum mismatch for archive.tgz: got md5" in bad.stderr
+    sums.write_text("abc123  archive.tgz\n")
+    assert "neither a sha256 nor an md5" in bash(fetch, check=False).stderr
+
+
+def test_pinned_iwslt17_hashes_are_sacrebleu_s():
+    """The md5s pinned for the Fr->En archives are the ones the installed
+    sacreBLEU publishes for the same URLs."""
+    sacrebleu_ds = pytest.importorskip("sacrebleu.dataset")
+    pinned = {}
+    for line in open(os.path.join(REPO, "examples/iwslt17_fr_en/checksums.sha256")):
+        if line.strip() and not line.startswith("#"):
+            h, name = line.split()
+            pinned[name] = h
+    script = open(os.path.join(REPO, "examples/iwslt17_fr_en/prepare.sh")).read()
+    base = "https://raw.githubusercontent.com/hlt-mt/WIT3/master/archive"
+    assert f"WIT3={base}" in script
+    urls = {"fr-en.tgz": f"{base}/2017-01-trnted/texts/fr/en/fr-en.tgz",
+            "fr-en.tst2017.tgz": f"{base}/2017-01-ted-test/texts/fr/en/fr-en.tgz",
+            "en-fr.tst2017.tgz": f"{base}/2017-01-ted-test/texts/en/fr/en-fr.tgz"}
+    published = {}
+    for ds in sacrebleu_ds.DATASETS.values():
+        for url, md5 in zip(getattr(ds, "data", []) or [], getattr(ds, "md5", []) or []):
+            published[url] = md5
+    assert pinned == {name: published[url] for name, url in urls.items()}
 
 
 def _fake_iwslt14_archive(folder, n=60):
@@ -52,10 +86,13 @@ def _fake_iwslt14_archive(folder, n=60):
     d = folder / "de-en"
     d.mkdir(parents=True)
     for lang in ("de", "en"):
-        lines = ["<url>http://x</url>", "<talkid>1</talkid>"] + [f"{lang.upper()} Sentence Number {i} ." for i in range(n)]
+        lines = ["<url>http://x</url>", "<talkid>1</talkid>", "<keywords>k</keywords>",
+                 f"<title>{lang.upper()} Talk Title</title>"]
+        lines += [f"{lang.upper()} Sentence Number {i}, isn't it?" for i in range(n)]
+        lines += [f"{lang.upper()} " + "long " * 30 if lang == "de" else "EN short"]  # ratio > 1.5: cleaned away
         (d / f"train.tags.de-en.{lang}").write_text("\n".join(lines) + "\n")
         for name in ("TED.dev2010", "TEDX.dev2012", "TED.tst2010", "TED.tst2011", "TED.tst2012"):
-            segs = "\n".join(f'<seg id="{i}"> {lang} {name} Test {i} </seg>' for i in range(3))
+            segs = "\n".join(f'<seg id="{i}"> {lang} {name} Test’s {i} </seg>' for i in range(3))
             (d / f"IWSLT14.{name}.de-en.{lang}.xml").write_text(f"<doc>\n{segs}\n</doc>\n")
     with tarfile.open(folder / "de-en.tgz", "w:gz") as t:
         t.add(d, arcname="de-en")
@@ -63,7 +100,7 @@ def _fake_iwslt14_archive(folder, n=60):
 
 
 @pytest.mark.slow
-def test_archives_are_unpacked_under_the_output_and_bin_survives_a_failure(tmp_path):
+def test_iwslt14_archives_through_fairseq_s_pipeline_and_bin_survives_a_failure(tmp_path):
     arch = tmp_path / "mine"
     _fake_iwslt14_archive(arch)
     before = sorted(os.listdir(arch))
@@ -71,9 +108,23 @@ def test_archives_are_unpacked_under_the_output_and_bin_survives_a_failure(tmp_p
     p = bash(f"examples/iwslt14_de_en/prepare.sh --archives {arch} --out {out} --vocab 60")
     assert sorted(os.listdir(arch)) == before  # nothing written into the user's folder
     assert (out / "extracted" / "de-en").is_dir() and (out / "bin" / "dict.de.txt").exists()
-    raw = (out / "raw" / "train.de").read_text()
-    assert "de sentence number" in raw and "De Sentence" not in raw  # De->En lowercases
     assert "sha256" in p.stderr + p.stdout
+    # fairseq's steps: title text kept, tokenised, the long pair cleaned away, lowercased,
+    # every 23rd of the 61 remaining lines held out (lines 23 and 46)
+    tok = [x for x in (out / "tmp" / "train.tags.de").read_text().splitlines()]
+    assert len(tok) == 61 and tok[0] == "de talk title"
+    assert tok[1] == "de sentence number 0 , isn &apos; t it ?"  # Moses, German apostrophe rule
+    valid = (out / "tok" / "valid.de").read_text().splitlines()
+    assert valid == [tok[22], tok[45]]
+    assert (out / "tok" / "train.de").read_text().splitlines() == [x for i, x in enumerate(tok, 1) if i % 23]
+    test_en = (out / "tok" / "test.en").read_text().splitlines()
+    assert len(test_en) == 15 and test_en[0] == "en ted.dev2010 test &apos;s 0"  # ’ -> ', then Moses (English)
+    assert (out / "raw" / "test.en").read_text().splitlines()[0] == "en TED.dev2010 Test's 0"
+    # BPE with separate dictionaries; bpe text un-BPE'd is the tokenised text
+    assert (out / "bpe" / "train.en").read_text().replace("@@ ", "") == (out / "tok" / "train.en").read_text()
+    assert (out / "bin" / "dict.de.txt").read_text() != (out / "bin" / "dict.en.txt").read_text()
+    meta = json.loads((out / "bin" / "wce_recipe.json").read_text())
+    assert meta["remove_bpe"] == "subword_nmt" and meta["detok"] == "moses" and meta["lowercase"] is True
     # a failing fairseq-preprocess leaves the previous bin/ in place
     stub = tmp_path / "stub"
     stub.mkdir()
@@ -81,9 +132,78 @@ def test_archives_are_unpacked_under_the_output_and_bin_survives_a_failure(tmp_p
     (stub / "fairseq-preprocess").chmod(0o755)
     marker = out / "bin" / "dict.de.txt"
     old = marker.read_text()
-    bad = bash(f"PATH={stub}:$PATH; examples/common/binarize.sh de en {out / 'clean'} {out} 60", check=False)
+    bad = bash(f"PATH={stub}:$PATH; examples/iwslt14_de_en/prepare.sh --archives {arch} --out {out} --vocab 60",
+               check=False)
     assert bad.returncode != 0 and "left as it was" in bad.stderr
     assert marker.read_text() == old and not [f for f in os.listdir(out) if f.startswith("bin.new")]
+    # the earlier SentencePiece pipeline stays available
+    p = bash(f"examples/iwslt14_de_en/prepare.sh --archives {arch} --out {tmp_path / 'spm'} --vocab 80 --pipeline spm")
+    assert (tmp_path / "spm" / "bin" / "spm.model").exists()
+    assert (tmp_path / "spm" / "text" / "train.de").read_text().startswith("de talk title\n")
+    bad = bash(f"examples/iwslt14_de_en/prepare.sh --archives {arch} --out {tmp_path / 'x'} --pipeline bpe",
+               check=False)
+    assert bad.returncode != 0 and "--pipeline must be one of: moses spm" in bad.stderr
+
+
+def _fake_iwslt17_archives(folder, n=50):
+    """The three archives of the Fr->En recipe, laid out as WIT3's releases."""
+    folder.mkdir(parents=True)
+    work = folder / "w"
+    tr = work / "train" / "fr-en"
+    tr.mkdir(parents=True)
+    for lang in ("fr", "en"):
+        lines = ['<doc docid="1" genre="lectures">', "<url>u</url>", "<speaker>S</speaker>",
+                 f"<title>{lang} Title</title>"]
+        lines += [f"  {lang.capitalize()} Phrase {i} l’exemple  " for i in range(n)] + ["</doc>"]
+        (tr / f"train.tags.fr-en.{lang}").write_text("\n".join(lines) + "\n")
+        sets = ["dev2010"] + [f"tst{y}" for y in range(2010, 2016)]
+        for name in sets:
+            segs = "\n".join(f'<seg id="{i}">{lang} {name} Seg {i}</seg>' for i in range(2))
+            (tr / f"IWSLT17.TED.{name}.fr-en.{lang}.xml").write_text(f"<doc>\n{segs}\n</doc>\n")
+    t17 = work / "t17"
+    (t17 / "fr-en").mkdir(parents=True)
+    (t17 / "en-fr").mkdir(parents=True)
+    (t17 / "fr-en" / "IWSLT17.TED.tst2017.fr-en.fr.xml").write_text(
+        "\n".join(f'<seg id="{i}">fr tst2017 {i}</seg>' for i in range(4)) + "\n")
+    (t17 / "en-fr" / "IWSLT17.TED.tst2017.en-fr.en.xml").write_text(
+        "\n".join(f'<seg id="{i}">en tst2017 {i}</seg>' for i in range(4)) + "\n")
+    for name, src, arc in (("fr-en.tgz", tr, "fr-en"), ("fr-en.tst2017.tgz", t17 / "fr-en", "fr-en"),
+                           ("en-fr.tst2017.tgz", t17 / "en-fr", "en-fr")):
+        with tarfile.open(folder / name, "w:gz") as t:
+            t.add(src, arcname=arc)
+    shutil.rmtree(work)
+
+
+@pytest.mark.slow
+def test_iwslt17_archives_through_the_multilingual_pipeline(tmp_path):
+    arch = tmp_path / "mine"
+    _fake_iwslt17_archives(arch)
+    out = tmp_path / "out"
+    # the pinned md5s are the real archives': the fakes must fail them ...
+    bad = bash(f"examples/iwslt17_fr_en/prepare.sh --archives {arch} --out {out} --vocab 120", check=False)
+    assert bad.returncode != 0 and "checksum mismatch for fr-en.tgz: got md5" in bad.stderr
+    # ... so check the rest of the pipeline with an empty pin list
+    script = open(os.path.join(REPO, "examples/iwslt17_fr_en/prepare.sh")).read()
+    copy = tmp_path / "recipe" / "examples" / "iwslt17_fr_en"
+    shutil.copytree(os.path.join(REPO, "examples"), tmp_path / "recipe" / "examples")
+    (copy / "checksums.sha256").write_text("# none\n")
+    assert (copy / "prepare.sh").read_text() == script
+    os.symlink(os.path.join(REPO, "wce_fairseq"), tmp_path / "recipe" / "wce_fairseq")
+    p = bash(f"{copy / 'prepare.sh'} --archives {arch} --out {out} --vocab 120", env={"PYTHONPATH": REPO})
+    assert "WARNING: no published hash" in p.stderr
+    raw = out / "raw"
+    train_fr = (raw / "train.fr").read_text().splitlines()
+    assert train_fr[:2] == ["fr Title", "Fr Phrase 0 l’exemple"]  # cased, trimmed, tags dropped; ’ kept in train
+    assert len(train_fr) == 51
+    assert (raw / "valid.en").read_text().splitlines() == ["en dev2010 Seg 0", "en dev2010 Seg 1"]
+    assert len((raw / "test.en").read_text().splitlines()) == 12  # tst2010-2015, two each
+    assert (raw / "test1.fr").read_text().splitlines()[0] == "fr tst2017 0"
+    assert (raw / "test1.en").read_text().splitlines()[3] == "en tst2017 3"
+    assert (out / "bin" / "test1.fr-en.fr.idx").exists()
+    assert (out / "bin" / "dict.fr.txt").read_text() == (out / "bin" / "dict.en.txt").read_text()  # joined
+    meta = json.loads((out / "bin" / "wce_recipe.json").read_text())
+    assert meta["remove_bpe"] == "sentencepiece" and meta["lowercase"] is False and "test1" in meta["ref_detok"]
+    assert "SentencePiece bpe (120, joint fr+en)" in p.stdout and "kept 51 of 51 pairs (1..250 pieces" in p.stderr
 
 
 def test_lowercasing_is_the_recipe_s_not_the_environment_s(tmp_path):

@@ -53,15 +53,35 @@ def _raw_for(raw, src, tgt, dest):
     return dest
 
 
+def _check_scores(folder, case):
+    """scores.json of one evaluated checkpoint: the tokenised BLEU recomputed
+    from the text equals fairseq-generate's own BLEU4 line (same lengths,
+    precisions as it rounds them), and sacreBLEU signs the case it used."""
+    sc = json.load(open(os.path.join(folder, "scores.json")))
+    fs, ours = sc["fairseq_generate_bleu4"], sc["tok_bleu_detail"]
+    assert fs is not None and sc["tok_bleu"] == pytest.approx(fs["bleu"], abs=0.006)
+    assert (ours["sys_len"], ours["ref_len"]) == (fs["sys_len"], fs["ref_len"])
+    assert ours["precisions"] == pytest.approx(fs["precisions"], abs=0.051)
+    assert f"case:{case}" in sc["sacrebleu_signature"] and f"case:{case}" in sc["chrf_signature"]
+    text = open(os.path.join(folder, "scores.txt")).read()
+    assert "tokenised BLEU (the paper's metric): " in text and "sacreBLEU (detok): " in text and "chrF2: " in text
+    return sc
+
+
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_recipe_prepare_train_evaluate(recipe, raw, tmp_path):
     src, tgt = RECIPES[recipe]
     rdir = _raw_for(raw, src, tgt, str(tmp_path / "rawin"))
+    if recipe == "iwslt17_fr_en":  # a second test set (tst2017 in the real recipe)
+        for lang, k in ((src, "en"), (tgt, "ps")):
+            shutil.copy(os.path.join(raw, f"valid.{k}"), os.path.join(rdir, f"test1.{lang}"))
     out = str(tmp_path / "data")
     p = sh([f"examples/{recipe}/prepare.sh", "--raw", rdir, "--out", out, "--vocab", "200"])
     assert "[prepare] ready" in p.stdout
     data = os.path.join(out, "bin")
     assert os.path.exists(os.path.join(data, f"dict.{src}.txt"))
+    if recipe == "iwslt14_de_en":  # the paper's pipeline: Moses + BPE, valid held out of train
+        assert "valid.* is not used" in p.stdout and os.path.exists(os.path.join(out, "bpe", "train.de"))
     # both systems once; the other recipes share train_common.sh, so EL suffices there
     for system in (("baseline", "el") if recipe == "iwslt14_de_en" else ("el",)):
         save = str(tmp_path / system)
@@ -69,12 +89,22 @@ def test_recipe_prepare_train_evaluate(recipe, raw, tmp_path):
         recs = json_records(open(os.path.join(save, "train.log")).read())
         assert [r["epoch"] for r in recs] == [1, 2]
         assert float(recs[-1]["bonus_weight"]) == (1.0 if system == "el" else 0.0)
-        e = sh([f"examples/{recipe}/evaluate.sh", data, save, os.path.join(out, "raw", f"test.{tgt}"), "--last", "2"])
-        scores = open(os.path.join(save, "eval.test", "scores.txt")).read()
-        assert "sacreBLEU (detok): " in scores and "nrefs:1" in scores and "chrF2: " in scores
-        assert re.search(r"fairseq BLEU4 \(whitespace tokens\): \d", scores), scores
-        assert len(open(os.path.join(save, "eval.test", "hyp")).read().splitlines()) == 40
+        if recipe != "wmt14_en_de":  # the IWSLT recipes select checkpoint_best by validation BLEU
+            valid = json_records(open(os.path.join(save, "train.log")).read(), "valid")
+            assert all("bleu" in r for r in valid) and "best_bleu" in valid[-1], valid
+        e = sh([f"examples/{recipe}/evaluate.sh", data, save, "--last", "2"])
         assert "checkpoint_avg2.pt" in e.stdout
+        labels = ["avg2", "best"]  # WMT's checkpoint_best is by validation loss
+        for label in labels:
+            sc = _check_scores(os.path.join(save, "eval.test", label), "lc" if recipe == "iwslt14_de_en" else "mixed")
+            assert len(open(os.path.join(save, "eval.test", label, "hyp.detok")).read().splitlines()) == 40
+            assert sc["ref_detok"] == os.path.join(out, "raw", f"test.{tgt}")
+        summary = open(os.path.join(save, "eval.test", "scores.txt")).read()
+        assert summary.count("tokenised BLEU") == len(labels)
+    if recipe == "iwslt17_fr_en":
+        sh([f"examples/{recipe}/evaluate.sh", data, str(tmp_path / "el"), "--last", "2", "--subset", "test1",
+            "--checkpoints", "avg"])
+        _check_scores(str(tmp_path / "el" / "eval.test1" / "avg2"), "mixed")
     if recipe == "iwslt14_de_en":  # the histogram command on real checkpoints
         png = str(tmp_path / "hist.png")
         run([tool("python"), "-m", "wce_fairseq.tools.plots", "hist", data, "--ckpt",
@@ -93,25 +123,43 @@ def test_recipe_errors_are_loud(tmp_path):
 
 
 def test_compare_tool(tmp_path):
-    ref = ["the cat sees a dog .", "a red house stands near the river .", "the king reads a book ."] * 10
-    good = list(ref)
-    bad = [r.replace("the", "a") for r in ref]
-    files = {}
-    for name, lines in (("b1", bad), ("b2", bad[:-1] + [ref[-1]]), ("s1", good), ("s2", good)):
-        files[name] = tmp_path / f"{name}.txt"
-        files[name].write_text("\n".join(lines) + "\n")
-    (tmp_path / "ref.txt").write_text("\n".join(ref) + "\n")
+    ref_tok = ["the cat sees a dog .", "a red house stands near the river .", "the king reads a book ."] * 10
+    ref_detok = [r.replace(" .", ".").capitalize() for r in ref_tok]
+    (tmp_path / "ref.tok").write_text("\n".join(ref_tok) + "\n")
+    (tmp_path / "ref.detok").write_text("\n".join(ref_detok) + "\n")
+    good = list(ref_tok)
+    bad = [r.replace("the", "a") for r in ref_tok]
+    folders = {}
+    for name, lines in (("b1", bad), ("b2", bad[:-1] + [ref_tok[-1]]), ("s1", good), ("s2", good)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "hyp.tok").write_text("\n".join(lines) + "\n")
+        (d / "hyp.detok").write_text("\n".join(x.replace(" .", ".") for x in lines) + "\n")  # lowercased output
+        (d / "scores.json").write_text(json.dumps({"ref_tok": str(tmp_path / "ref.tok"),
+                                                   "ref_detok": str(tmp_path / "ref.detok"), "lowercase": True}))
+        folders[name] = str(d)
     out = tmp_path / "cmp.json"
-    p = run([tool("python"), "-m", "wce_fairseq.tools.compare", "--ref", str(tmp_path / "ref.txt"),
-             "--baseline", str(files["b1"]), str(files["b2"]), "--system", str(files["s1"]), str(files["s2"]),
-             "--bootstrap", "200", "--json", str(out)])
+    p = run([tool("python"), "-m", "wce_fairseq.tools.compare", "--baseline", folders["b1"], folders["b2"],
+             "--system", folders["s1"], folders["s2"], "--bootstrap", "200", "--json", str(out)])
     res = json.loads(out.read_text())
-    assert "nrefs:1" in res["signature"]
-    assert res["systems"]["EL"]["bleu_mean"] == pytest.approx(100.0)
-    assert res["systems"]["EL"]["bleu_std"] == pytest.approx(0.0)
-    assert res["systems"]["LS-CE"]["bleu_std"] > 0
-    assert all(r["p_value"] < 0.05 for r in res["paired_bootstrap"])
-    assert "±" in p.stdout
+    assert "nrefs:1|case:lc" in res["signature"]
+    el, base = res["systems"]["EL"], res["systems"]["LS-CE"]
+    # lowercased hypotheses against cased references score 100 only because sacreBLEU folds case
+    assert el["tok_bleu_mean"] == pytest.approx(100.0) and el["sacrebleu_mean"] == pytest.approx(100.0)
+    assert el["tok_bleu_std"] == pytest.approx(0.0) and base["tok_bleu_std"] > 0 and base["sacrebleu_std"] > 0
+    from sacrebleu.metrics import BLEU
+
+    b1 = BLEU(tokenize="none", smooth_method="none", force=True).corpus_score(bad, [ref_tok]).score
+    assert base["per_seed"][0]["tok_bleu"] == pytest.approx(b1)
+    for r in res["paired_bootstrap"]:
+        assert set(r["p_values"]) == {"tok_bleu", "sacrebleu", "chrf"} and all(v < 0.05 for v in r["p_values"].values())
+    assert "±" in p.stdout and "tok BLEU" in p.stdout
+    # folders scored against different references are refused
+    (tmp_path / "s2" / "scores.json").write_text(json.dumps({"ref_tok": None, "ref_detok": str(tmp_path / "ref.detok"),
+                                                             "lowercase": True}))
+    bad_run = run([tool("python"), "-m", "wce_fairseq.tools.compare", "--baseline", folders["b1"], folders["b2"],
+                   "--system", folders["s1"], folders["s2"], "--bootstrap", "10"], check=False)
+    assert bad_run.returncode != 0 and "other references" in bad_run.stderr
 
 
 def test_plots(tmp_path):

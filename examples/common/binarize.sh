@@ -8,7 +8,8 @@
 # Environment: SPM_TYPE (unigram|bpe, default unigram), SPM_MAXLEN (if set,
 # training pairs with a side outside 1..SPM_MAXLEN pieces are dropped, as
 # fairseq's spm_encode.py --min-len 1 --max-len N), SPM_SEED, LOWER (1 if the
-# text was lowercased: sacreBLEU then scores case-insensitively).
+# text was lowercased: sacreBLEU then scores case-insensitively), REF_DIR (where
+# the untouched test references are, default RAW).
 source "$(dirname "$0")/lib.sh"
 if [ $# -ne 5 ]; then echo "usage: $0 SRC TGT RAW_DIR OUT_DIR VOCAB_SIZE" >&2; exit 2; fi
 SRC=$1 TGT=$2 RAW=$3 OUT=$4 VOCAB=$5
@@ -36,6 +37,8 @@ cp "$OUT/spm.model" "$OUT/bin/"
 # decoded text (fairseq-generate --remove-bpe sentencepiece), so both
 # reference files are the plain text
 REFS=()
-for split in "${SPLITS[@]:2}"; do REFS+=(--ref-tok "$split=$RAW/$split.$TGT" --ref-detok "$split=$RAW/$split.$TGT"); done
+for split in "${SPLITS[@]:2}"; do
+  REFS+=(--ref-tok "$split=${REF_DIR:-$RAW}/$split.$TGT" --ref-detok "$split=${REF_DIR:-$RAW}/$split.$TGT")
+done
 python -m wce_fairseq.tools.score meta --bin "$OUT/bin" --lang "$TGT" --remove-bpe sentencepiece --detok none \
   --lowercase "${LOWER:-0}" --pipeline "sentencepiece-${SPM_TYPE:-unigram}-$VOCAB" "${REFS[@]}"

@@ -84,5 +84,5 @@ binarize_raw() {
     [ -e "$raw/$s.$src" ] || continue
     cp "$raw/$s.$src" "$out/clean/$s.$src"; cp "$raw/$s.$tgt" "$out/clean/$s.$tgt"
   done
-  LOWER=${LOWER:-0} bash "$REPO/examples/common/binarize.sh" "$src" "$tgt" "$out/clean" "$out" "$vocab"
+  LOWER=${LOWER:-0} REF_DIR=$raw bash "$REPO/examples/common/binarize.sh" "$src" "$tgt" "$out/clean" "$out" "$vocab"
 }

@@ -51,6 +51,11 @@ if [ -n "$RAW_IN" ]; then
   for s in $RAW_NEED; do for l in "$SRC" "$TGT"; do
     need_file "$RAW_IN/$s.$l"; cp "$RAW_IN/$s.$l" "$RAW/$s.$l"
   done; done
+  for s in train valid test; do
+    if [[ " $RAW_NEED " != *" $s "* && -e "$RAW_IN/$s.$SRC" ]]; then
+      echo "[prepare] note: $RAW_IN/$s.* is not used: this recipe makes its $s split itself"
+    fi
+  done
   if [ -s "$RAW_IN/test1.$SRC" ]; then for l in "$SRC" "$TGT"; do need_file "$RAW_IN/test1.$l"; cp "$RAW_IN/test1.$l" "$RAW/"; done; fi
 else
   # archives are read from --archives DIR (never written to) or downloaded to

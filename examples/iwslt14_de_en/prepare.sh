@@ -31,9 +31,6 @@ extract_raw() {
 
 process_raw() {
   local raw=$1 out=$2 l s tmp="$2/tmp"
-  if [ -e "$raw/valid.$SRC" ]; then
-    echo "[prepare] note: $raw/valid.* is not used; valid is every 23rd pair of train after cleaning"
-  fi
   mkdir -p "$tmp"
   if [ "$PIPELINE" = spm ]; then
     python -m wce_fairseq.tools.clean "$raw/train.$SRC" "$raw/train.$TGT" "$tmp/train.clean.$SRC" "$tmp/train.clean.$TGT"

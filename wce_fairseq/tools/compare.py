@@ -40,8 +40,10 @@ def paired_bootstrap(refs, base, system, metrics, n_samples=1000):
 
     test = PairedTest([("baseline", base), ("system", system)], metrics, references=[refs], test_type="bs",
                       n_samples=n_samples)
-    _, scores = test()  # {"System": [...], name: [result_baseline, result_system]}
-    return {name: getattr(scores[name][1], "p_value", None) for name in metrics}
+    _, scores = test()  # {"System": [...], score name: [result_baseline, result_system]}, in metrics' order
+    keys = [k for k in scores if k != "System"]
+    assert len(keys) == len(metrics), keys
+    return {name: getattr(scores[k][1], "p_value", None) for name, k in zip(metrics, keys)}
 
 
 def _mean_std(xs):
