@@ -89,12 +89,12 @@ def test_recipe_prepare_train_evaluate(recipe, raw, tmp_path):
         recs = json_records(open(os.path.join(save, "train.log")).read())
         assert [r["epoch"] for r in recs] == [1, 2]
         assert float(recs[-1]["bonus_weight"]) == (1.0 if system == "el" else 0.0)
-        if recipe != "wmt14_en_de":  # the IWSLT recipes select checkpoint_best by validation BLEU
-            valid = json_records(open(os.path.join(save, "train.log")).read(), "valid")
-            assert all("bleu" in r for r in valid) and "best_bleu" in valid[-1], valid
+        # checkpoint_best is selected by validation BLEU
+        valid = json_records(open(os.path.join(save, "train.log")).read(), "valid")
+        assert all("bleu" in r for r in valid) and "best_bleu" in valid[-1], valid
         e = sh([f"examples/{recipe}/evaluate.sh", data, save, "--last", "2"])
         assert "checkpoint_avg2.pt" in e.stdout
-        labels = ["avg2", "best"]  # WMT's checkpoint_best is by validation loss
+        labels = ["avg2", "best"]
         for label in labels:
             sc = _check_scores(os.path.join(save, "eval.test", label), "lc" if recipe == "iwslt14_de_en" else "mixed")
             assert len(open(os.path.join(save, "eval.test", label, "hyp.detok")).read().splitlines()) == 40

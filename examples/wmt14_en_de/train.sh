@@ -20,9 +20,13 @@ case $MODEL in
 esac
 RECIPE+=(--share-all-embeddings --optimizer adam --adam-betas "(0.9,0.98)" --clip-norm 0.0
   --lr-scheduler inverse_sqrt --warmup-updates 4000 --weight-decay 0.0 "${DEV[@]}"
-  --save-interval-updates "${SAVE_EVERY:-2000}" --keep-interval-updates 10)
+  --save-interval-updates "${SAVE_EVERY:-2000}" --keep-interval-updates 10
+  --eval-bleu --eval-bleu-args '{"beam": 5, "max_len_a": 1.2, "max_len_b": 10}' --eval-bleu-remove-bpe sentencepiece
+  --best-checkpoint-metric bleu --maximize-best-checkpoint-metric)
 # evaluate.sh averages the last 10 of these update checkpoints (in fp32), as
 # fairseq's scaling_nmt example does; with epochs of ~20k updates, averaging
 # the last 10 *epoch* checkpoints would span half of a 100k-update run.
+# checkpoint_best is chosen by validation BLEU (at every save), as in the IWSLT
+# recipes: EL's validation loss includes the bonus and is not comparable.
 EL_ARGS=(--log-end 0.5)
 source "$REPO/examples/common/train_common.sh"
