@@ -247,6 +247,41 @@ def test_el_default_and_wmt_world_size(tmp_path):
     assert not (tmp_path / "w").exists()  # a dry run creates nothing
 
 
+# the authors' translation/readme.sh command lines, option by option
+AUTHORS = {
+    "iwslt14_de_en": {"--arch": "transformer_iwslt_de_en", "--adam-betas": "(0.9,0.98)", "--lr": "1e-3",
+                      "--lr-scheduler": "inverse_sqrt", "--warmup-updates": "4000", "--weight-decay": "0.0001",
+                      "--max-tokens": "4096", "--update-freq": "4", "--max-update": "20000", "--dropout": "0.4",
+                      "--label-smoothing": "0.1", "--log-end": "0.5", "--keep-interval-updates": "10",
+                      "--eval-bleu-detok": "moses", "--best-checkpoint-metric": "bleu"},
+    "iwslt17_fr_en": {"--arch": "transformer_iwslt_de_en", "--encoder-layers": "2", "--decoder-layers": "2",
+                      "--lr": "5e-4", "--weight-decay": "0.001", "--max-tokens": "4096", "--max-update": "100000",
+                      "--dropout": "0.3", "--label-smoothing": "0.1", "--log-end": "0.5",
+                      "--keep-interval-updates": "10", "--eval-bleu-remove-bpe": "sentencepiece",
+                      "--best-checkpoint-metric": "bleu"},
+}
+
+
+@pytest.mark.parametrize("recipe", list(AUTHORS))
+def test_iwslt_command_lines_are_the_authors(recipe, tmp_path):
+    langs = ("de", "en") if recipe.startswith("iwslt14") else ("fr", "en")
+    data = _fake_data(tmp_path, langs)
+    args = _dry_run(recipe, data, tmp_path / "s", env={"FP16": "1"})
+    for opt, val in AUTHORS[recipe].items():
+        assert args[args.index(opt) + 1] == val, opt
+    eval_args = json.loads(args[args.index("--eval-bleu-args") + 1])
+    assert eval_args == {"beam": 5, "max_len_a": 1.2, "max_len_b": 10}
+    assert "--maximize-best-checkpoint-metric" in args and "--fp16" in args
+    if recipe.startswith("iwslt14"):
+        assert not [a for a in args if a.startswith("--share")]  # unshared embeddings
+        assert args[args.index("--eval-bleu-remove-bpe") + 1].startswith("--")  # bare flag: "@@ "
+    else:
+        assert "--share-all-embeddings" in args and "--update-freq" not in args
+    assert "--fp16" not in _dry_run(recipe, data, tmp_path / "s", env={"FP16": "0"})
+    base = bash(f"examples/{recipe}/train.sh {data} baseline 1 {tmp_path / 'b'}", env={"DRY_RUN": "1"}).stdout.split()
+    assert base[base.index("--bonus-weight") + 1] == "0" and "--log-end" not in base
+
+
 def test_sentencepiece_sample_is_seeded(tmp_path):
     import random
 
