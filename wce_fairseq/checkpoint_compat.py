@@ -8,6 +8,8 @@ nothing else.
 from __future__ import annotations
 
 import argparse
+import importlib
+import warnings
 
 import torch
 
@@ -22,14 +24,28 @@ def _numpy_globals():
         import numpy as np
     except ImportError:  # pragma: no cover - fairseq needs numpy
         return []
-    core = getattr(np, "_core", None) or np.core
-    names = [core.multiarray._reconstruct, np.ndarray, np.dtype]
-    scalar = getattr(core.multiarray, "scalar", None)
-    if scalar is not None:
-        names.append(scalar)
+    names = [np.ndarray, np.dtype]
+    # numpy 2 pickles numpy._core.multiarray, numpy 1 numpy.core.multiarray
+    # (numpy 1.26 has a numpy._core without it; numpy 2 warns on numpy.core)
+    for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        names += [getattr(m, n) for n in ("_reconstruct", "scalar") if hasattr(m, n)]
     for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.float16, np.float32, np.float64):
         names.append(type(np.dtype(t)))  # numpy >= 1.25 pickles a dtype by its class
-    return names
+    # a numpy scalar's bytes pickle through _codecs.encode (torch >= 2.5 allows it itself)
+    import _codecs
+
+    names.append(_codecs.encode)
+    unique = []
+    for n in names:
+        if all(n is not u for u in unique):
+            unique.append(n)
+    return unique
 
 
 def allow_fairseq_checkpoints() -> None:
