@@ -83,6 +83,11 @@ def test_split_every_23rd_line_as_awk(tmp_path):
     # -l de: apostrophes split on both sides; known abbreviations (z.B.) kept
     ("de", "Das ist z.B. Peter's Haus, oder?", "Das ist z.B. Peter &apos; s Haus , oder ?"),
     ("en", "It costs $1,000.50 (approx.).", "It costs $ 1,000.50 ( approx . ) ."),
+    # tokenizer.perl since 2018-11 splits the line's final period even after a
+    # non-breaking prefix (sacremoses alone keeps "usw." / "U.S."); mid-line ones stay
+    ("de", "Wir kaufen Äpfel, Birnen usw.", "Wir kaufen Äpfel , Birnen usw ."),
+    ("en", "He lives in the U.S.", "He lives in the U.S ."),
+    ("de", "Das ist z.B. gut, usw. und so weiter.", "Das ist z.B. gut , usw. und so weiter ."),
 ])
 def test_moses_tokenizer(lang, text, expected):
     assert py("wce_fairseq.tools.moses", "tok", "-l", lang, stdin=text + "\n").splitlines() == [expected]

@@ -11,13 +11,27 @@ import re
 import sys
 
 _TOK = {}
+_FINAL_DOT = re.compile(r"^(\S+)\.$")
 
 
 def _tokenizer(lang):
     if lang not in _TOK:
         from sacremoses import MosesTokenizer
 
-        _TOK[lang] = MosesTokenizer(lang=lang)
+        class Tokenizer(MosesTokenizer):
+            # tokenizer.perl since 2018-11 (mosesdecoder 9fc964d, "split final
+            # dots unconditionally"): a period ending the line's last word is
+            # split off even after a non-breaking prefix ("etc." -> "etc .").
+            # sacremoses keeps the older rule; every IWSLT'14 preparation run
+            # since then cloned the newer script.
+            def handles_nonbreaking_prefixes(self, text):
+                tokens = super().handles_nonbreaking_prefixes(text).split(" ")
+                m = _FINAL_DOT.match(tokens[-1]) if tokens else None
+                if m:
+                    tokens[-1] = m.group(1) + " ."
+                return " ".join(tokens)
+
+        _TOK[lang] = Tokenizer(lang=lang)
     return _TOK[lang]
 
 
