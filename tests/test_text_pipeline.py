@@ -206,3 +206,46 @@ def test_detok_scores_match_sacrebleu_cli(tmp_path):
         assert ours["sacrebleu_signature"] == b["signature"] and ours["chrf_signature"] == c["signature"]
         assert ("case:lc" in ours["sacrebleu_signature"]) == lc
         assert ours["tok_bleu"] is None
+
+
+# --- the same line filters, run as the shell commands of fairseq's scripts ----------------
+
+SHELL = {
+    "iwslt14": "grep -v '<url>' | grep -v '<talkid>' | grep -v '<keywords>' | sed -e 's/<title>//g' "
+               "| sed -e 's/<\\/title>//g' | sed -e 's/<description>//g' | sed -e 's/<\\/description>//g'",
+    "iwslt17": "grep -v '<url>' | grep -v '<talkid>' | grep -v '<keywords>' | grep -v '<speaker>' "
+               "| grep -v '<reviewer' | grep -v '<translator' | grep -v '<doc' | grep -v '</doc>' "
+               "| sed -e 's/<title>//g' | sed -e 's/<\\/title>//g' | sed -e 's/<description>//g' "
+               "| sed -e 's/<\\/description>//g' | sed 's/^\\s*//g' | sed 's/\\s*$//g'",
+    "xml": "grep '<seg id' | sed -e 's/<seg id=\"[0-9]*\">\\s*//g' | sed -e 's/\\s*<\\/seg>\\s*//g' "
+           "| sed -e \"s/\\’/\\'/g\"",
+}
+
+
+def _shell(cmd, path):
+    return subprocess.run(f"cat {path} | {cmd}", shell=True, capture_output=True, check=False,
+                          env=dict(os.environ, LC_ALL="C.UTF-8")).stdout.decode("utf-8")
+
+
+@pytest.mark.parametrize("style", ["iwslt14", "iwslt17"])
+def test_tags_equal_fairseq_s_shell_commands(tmp_path, style):
+    f = tmp_path / "train.tags"
+    text = TAGS + "".join(f"\t<title>T{i}</title> x {i} ’ \n<keywords>k</keywords>\n  plain line {i}\n" for i in range(50))
+    f.write_text(text, encoding="utf-8")
+    assert py("wce_fairseq.tools.extract", "tags", "--style", style, str(f)) == _shell(SHELL[style], f)
+
+
+def test_xml_equals_fairseq_s_shell_commands(tmp_path):
+    f = tmp_path / "t.xml"
+    f.write_text('<refset>\n<doc docid="7">\n' + "".join(
+        f'<seg id="{i}">  Seg {i}: it’s &quot;q&quot; &amp; <b>  </seg>  \n<seg x="1">no id</seg>\n' for i in range(30))
+        + "</doc>\n</refset>\n", encoding="utf-8")
+    assert py("wce_fairseq.tools.extract", "xml", "--style", "iwslt14", str(f)) == _shell(SHELL["xml"], f)
+
+
+def test_split_equals_awk(tmp_path):
+    f = tmp_path / "all.txt"
+    f.write_text("".join(f"line {i}\n" for i in range(500)))
+    py("wce_fairseq.tools.extract", "split", str(f), str(tmp_path / "tr"), str(tmp_path / "va"), "--every", "23")
+    assert (tmp_path / "va").read_text() == _shell("awk '{if (NR%23 == 0)  print $0; }'", f)
+    assert (tmp_path / "tr").read_text() == _shell("awk '{if (NR%23 != 0)  print $0; }'", f)
