@@ -12,5 +12,9 @@ setup(
     # a fork such as ve-fairseq, or fairseq main from git, under different
     # names). scripts/setup_env.sh installs the pinned environment.
     install_requires=["torch>=1.12"],
-    extras_require={"triton": ["triton"]},
+    extras_require={
+        "triton": ["triton"],
+        # what the recipes under examples/ use besides fairseq (none pulls torch)
+        "recipes": ["sacrebleu>=2.0", "sentencepiece", "sacremoses", "subword-nmt", "matplotlib"],
+    },
 )
