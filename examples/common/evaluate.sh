@@ -38,7 +38,7 @@ BPE_ARG=(--remove-bpe sentencepiece)
 [ "$REMOVE_BPE" = subword_nmt ] && BPE_ARG=(--remove-bpe)
 [ -f "$DATA/wce_recipe.json" ] || [ ${#REF[@]} -gt 0 ] || die "$DATA has no wce_recipe.json (not made by our prepare.sh): pass the detokenised reference file as REF_FILE"
 DEV=()
-python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" || DEV=(--cpu)
+has_gpu || DEV=(--cpu)
 
 CKPTS=() LABELS=()
 for k in $KINDS; do

@@ -6,6 +6,12 @@ PLUGIN="$REPO/wce_fairseq"
 if ! command -v fairseq-preprocess >/dev/null && [ -x "$REPO/.venv/bin/python" ]; then export PATH="$REPO/.venv/bin:$PATH"; fi
 
 die() { echo "error: $*" >&2; exit 1; }
+has_gpu() { python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; }
+# lowercase_in_place DIR: lowercase DIR/*.SRC and DIR/*.TGT (the recipe's languages)
+lowercase_in_place() {
+  local f
+  for f in "$1"/*."$SRC" "$1"/*."$TGT"; do python -m wce_fairseq.tools.moses lc < "$f" > "$f.lc"; mv "$f.lc" "$f"; done
+}
 need() { for t in "$@"; do command -v "$t" >/dev/null || die "'$t' not found; run scripts/setup_env.sh (it makes .venv) first"; done; }
 need_file() { for f in "$@"; do [ -s "$f" ] || die "missing or empty file: $f"; done; }
 

@@ -80,9 +80,7 @@ for s in $RAW_NEED test1; do
 done
 if ! declare -F process_raw >/dev/null; then
   process_raw() {  # $1 RAW $2 OUT
-    if [ "$LOWER" = 1 ]; then
-      for f in "$1"/*."$SRC" "$1"/*."$TGT"; do python -m wce_fairseq.tools.moses lc < "$f" > "$f.lc"; mv "$f.lc" "$f"; done
-    fi
+    if [ "$LOWER" = 1 ]; then lowercase_in_place "$1"; fi
     binarize_raw "$SRC" "$TGT" "$1" "$2" "$VOCAB"
   }
 fi

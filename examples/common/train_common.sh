@@ -29,7 +29,7 @@ if [[ " ${RECIPE[*]} $* " != *" --fp16 "* && " ${RECIPE[*]} $* " != *" --bf16 "*
   case ${FP16:-auto} in
     1) PREC=(--fp16) ;;
     0) ;;
-    auto) if python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then PREC=(--fp16); fi ;;
+    auto) if has_gpu; then PREC=(--fp16); fi ;;
     *) die "FP16 must be auto, 0 or 1, got '$FP16'" ;;
   esac
 fi

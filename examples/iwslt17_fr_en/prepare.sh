@@ -32,9 +32,7 @@ extract_raw() {
   [ "$(wc -l < "$raw/test1.fr")" = "$(wc -l < "$raw/test1.en")" ] || die "tst2017: source and reference differ in length"
 }
 process_raw() {
-  if [ "$LOWER" = 1 ]; then
-    for f in "$1"/*."$SRC" "$1"/*."$TGT"; do python -m wce_fairseq.tools.moses lc < "$f" > "$f.lc"; mv "$f.lc" "$f"; done
-  fi
+  if [ "$LOWER" = 1 ]; then lowercase_in_place "$1"; fi
   SPM_TYPE=bpe SPM_MAXLEN=250 LOWER=$LOWER bash "$REPO/examples/common/binarize.sh" "$SRC" "$TGT" "$1" "$2" "$VOCAB"
 }
 source "$REPO/examples/common/prepare_parallel.sh"
