@@ -7,6 +7,7 @@ stands in for the Perl scripts).
     python -m wce_fairseq.tools.moses clean CORPUS L1 L2 OUT MIN MAX [--ratio 1.5]         # clean-corpus-n.perl
 """
 import argparse
+import functools
 import re
 import sys
 
@@ -50,6 +51,11 @@ def _tok_batch(args):
 _WS = re.compile(r"\s+")
 
 
+@functools.lru_cache(maxsize=None)
+def _too_long(max_word_length):  # compiled once, not per line pair
+    return re.compile(r"[^\s|]{%d}" % (max_word_length + 1))
+
+
 def clean_pair(f, e, lo, hi, ratio, factored=False, max_word_length=1000):
     """One line pair through clean-corpus-n.perl: the cleaned pair, or None
     when the script drops it. Pipes are removed unless the corpus is factored
@@ -74,7 +80,7 @@ def clean_pair(f, e, lo, hi, ratio, factored=False, max_word_length=1000):
         return None
     if ec / fc > ratio or fc / ec > ratio:
         return None
-    too_long = re.compile(r"[^\s|]{%d}" % (max_word_length + 1))
+    too_long = _too_long(max_word_length)
     if any(too_long.search(s) for s in out):
         return None
     return out[0], out[1]
