@@ -41,3 +41,43 @@ def test_torch_version_parsing():
 
     v = torch_version()
     assert len(v) == 2 and v >= (1, 12)
+
+
+def _adaptive_log_probs_out_of_place(asm, x):
+    """AdaptiveSoftmax's full log-probabilities, written here without any
+    in-place operation: the head's log-softmax for the frequent words, each
+    tail cluster's log-softmax plus that cluster's log-prior from the head."""
+    flat = x.reshape(-1, x.shape[-1])
+    head = torch.log_softmax(asm.head(flat), dim=-1)
+    parts = [head[:, : asm.cutoff[0]]]
+    for i, tail in enumerate(asm.tail):
+        parts.append(torch.log_softmax(tail(flat), dim=-1) + head[:, asm.cutoff[0] + i : asm.cutoff[0] + i + 1])
+    return torch.cat(parts, dim=-1).view(*x.shape[:-1], -1)
+
+
+def test_adaptive_softmax_backward_is_exact():
+    """fairseq's AdaptiveSoftmax changes its LogSoftmax output in place, which
+    breaks every backward; the plugin's fix keeps the values and makes the
+    gradient equal to that of an out-of-place formulation."""
+    import wce_fairseq
+    from fairseq.modules.adaptive_softmax import AdaptiveSoftmax
+
+    from wce_fairseq import fairseq_compat
+
+    wce_fairseq.register()
+    assert fairseq_compat.needs_adaptive_softmax_fix()  # the fairseq installed here has the in-place add
+    torch.manual_seed(0)
+    asm = AdaptiveSoftmax(40, 16, [8, 20], dropout=0.0).double()
+    assert isinstance(asm.lsm, fairseq_compat.CopyingLogSoftmax)
+    x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    got = asm.get_log_prob(x, target=None)
+    want = _adaptive_log_probs_out_of_place(asm, x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(got)
+    g_got = torch.autograd.grad((got * w).sum(), [x, *asm.parameters()], allow_unused=True)
+    g_want = torch.autograd.grad((want * w).sum(), [x, *asm.parameters()], allow_unused=True)
+    for a, b in zip(g_got, g_want):
+        if b is None:
+            assert a is None or float(a.abs().max()) == 0.0
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

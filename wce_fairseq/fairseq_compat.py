@@ -9,6 +9,14 @@ the argument list of torch 1.12; torch 1.13 added a ``mask_type`` argument, so
 defined" for every Transformer (fairseq issue 4858). ``load_to_BT`` is the
 only switch into that path, so we turn it back off after loading: inference
 then takes fairseq's ordinary encoder layer, the same computation.
+
+fairseq's adaptive softmax cannot be trained (any fairseq version with this
+code): ``AdaptiveSoftmax.get_log_prob`` adds each tail cluster's prior *in
+place* to the output of its ``LogSoftmax``, which that op's backward needs, so
+every backward stops with "one of the variables needed for gradient
+computation has been modified by an inplace operation". Its ``lsm`` module is
+replaced by one that hands back a copy of the log-softmax: the in-place add
+then changes the copy, values are unchanged, and the backward is exact.
 """
 from __future__ import annotations
 
@@ -61,5 +69,55 @@ def disable_stale_bt_fastpath(cls=None) -> bool:
     return True
 
 
+class CopyingLogSoftmax(torch.nn.Module):
+    """``nn.LogSoftmax`` whose result its caller may change in place: autograd
+    keeps the log-softmax it saved, the caller gets a copy."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return torch.log_softmax(x, dim=self.dim).clone()
+
+
+def _adaptive_softmax_class():
+    try:
+        from fairseq.modules.adaptive_softmax import AdaptiveSoftmax
+    except ImportError:  # pragma: no cover - fairseq without it
+        return None
+    return AdaptiveSoftmax
+
+
+def needs_adaptive_softmax_fix(cls=None) -> bool:
+    """True where ``get_log_prob`` changes its log-softmax output in place."""
+    cls = cls or _adaptive_softmax_class()
+    code = getattr(getattr(cls, "get_log_prob", None), "__code__", None)
+    return code is not None and "lsm" in code.co_names and "add_" in code.co_names
+
+
+def make_adaptive_softmax_trainable(cls=None) -> bool:
+    """Apply the adaptive-softmax fix above (idempotent); True when it is in place."""
+    cls = cls or _adaptive_softmax_class()
+    if cls is None:
+        return False
+    init = cls.__dict__.get("__init__")
+    if getattr(init, "_wce_copying_lsm", False):
+        return True
+    if not needs_adaptive_softmax_fix(cls):
+        return False
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if isinstance(getattr(self, "lsm", None), torch.nn.LogSoftmax):
+            self.lsm = CopyingLogSoftmax(self.lsm.dim)
+
+    __init__._wce_copying_lsm = True
+    __init__.__doc__ = init.__doc__
+    cls.__init__ = __init__
+    return True
+
+
 def apply_all() -> None:
     disable_stale_bt_fastpath()
+    make_adaptive_softmax_trainable()
