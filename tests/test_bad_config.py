@@ -30,6 +30,17 @@ CASES = {
     "unknown_bonus": (["--bonus", "square"], ["--bonus", "log", "power", "cos", "none"]),
     "unknown_impl": (["--el-impl", "cuda"], ["--el-impl", "chunked", "triton"]),
     "impl_not_runnable": (["--el-impl", "triton"], ["--el-impl", "triton", "cannot run"]),
+    # options that only act with another one, given without it
+    "gamma_without_power": (["--bonus-gamma", "2"], ["--bonus-gamma", "--bonus power", "--bonus log"]),
+    "log_end_without_log": (["--bonus", "cos", "--log-end", "0.75"], ["--log-end", "--bonus log", "--bonus cos"]),
+    "length_without_schedule": (["--bonus-schedule-length", "4000"],
+                                ["--bonus-schedule-length", "schedule", "--bonus-schedule constant"]),
+    "unit_without_schedule": (["--bonus-schedule-unit", "epoch"], ["--bonus-schedule-unit", "schedule"]),
+    "exp_ratio_without_exp": (["--bonus-schedule", "linear", "--bonus-schedule-length", "10",
+                               "--bonus-schedule-exp-ratio", "3"], ["--bonus-schedule-exp-ratio", "exp"]),
+    "weight_without_bonus": (["--bonus", "none", "--bonus-weight", "2"], ["--bonus-weight", "--bonus none"]),
+    "schedule_without_bonus": (["--bonus", "none", "--bonus-schedule", "cos", "--bonus-schedule-length", "9"],
+                               ["--bonus-schedule", "--bonus none"]),
 }
 
 
@@ -78,6 +89,10 @@ def test_fairseq_train_refuses(results, name):
     (dict(bonus="exp"), ["bonus"]),
     (dict(reduction="avg"), ["reduction"]),
     (dict(impl="cuda"), ["impl"]),
+    (dict(bonus_gamma=2.0), ["bonus_gamma", "power"]),
+    (dict(bonus="cos", log_end=0.75), ["log_end", "log"]),
+    (dict(bonus="none", bonus_start=0.5), ["bonus_start", "none"]),
+    (dict(bonus="none", bonus_smoothing=0.1), ["bonus_smoothing", "none"]),
 ])
 def test_python_api_refuses(kw, words):
     import torch
@@ -92,3 +107,27 @@ def test_python_api_refuses(kw, words):
         assert w in str(e.value)
     with pytest.raises(ELConfigError):
         EncouragingLoss(**kw)  # the module refuses at construction
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, arch", [("translation", "lstm"), ("translation", "fconv"),
+                                        ("translation_encouraging", "lstm")])
+def test_fused_projection_refused_before_the_first_batch(tmp_path, task, arch):
+    """--el-fuse-projection on a model without a plain output projection stops
+    before fairseq iterates over samples, with a clean exit, under fairseq's own
+    task too (where only the trainer's hooks hand the criterion the model)."""
+    data = make_toy_data(str(tmp_path / "data"), n_train=60, n_valid=10, n_test=10, vocab=120)
+    small = {"lstm": ["--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-hidden-size", "16",
+                      "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16"],
+             "fconv": ["--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--decoder-out-embed-dim", "16",
+                       "--encoder-layers", "[(16,3)]", "--decoder-layers", "[(16,3)]"]}[arch]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=os.path.dirname(tool("python")) + os.pathsep + os.environ["PATH"])
+    p = subprocess.run(
+        [tool("fairseq-train"), data, "--user-dir", PLUGIN, "--task", task, "--criterion", "encouraging_ce",
+         "--el-fuse-projection", "--arch", arch, *small, "--optimizer", "adam", "--lr", "1e-3", "--max-tokens",
+         "500", "--cpu", "--max-epoch", "1", "--save-dir", str(tmp_path / "ck"), "--no-progress-bar"],
+        capture_output=True, text=True, env=env, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out[-2000:]  # an exception, not an abort
+    assert "--el-fuse-projection cannot be used with" in out.strip().splitlines()[-1]
+    assert "Start iterating over samples" not in out

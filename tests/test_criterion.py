@@ -79,6 +79,61 @@ def test_reduce_false_sums_to_reduced(task):
     torch.testing.assert_close(per_tok.sum(), reduced, rtol=1e-6, atol=1e-5)
 
 
+def test_reduce_false_is_shaped_like_stock(task):
+    """Per-token losses come back (N, 1), as label_smoothed_cross_entropy returns
+    them (code written for the stock criterion indexes the second dimension)."""
+    model, sample = make_model(task), make_sample(task)
+    stock = make_criterion(task, "label_smoothed_cross_entropy", label_smoothing=0.1)
+    ours = make_criterion(task, label_smoothing=0.1, bonus_weight=0.0)
+    net_output = model(**sample["net_input"])
+    l1, n1 = stock.compute_loss(model, net_output, sample, reduce=False)
+    l2, n2 = ours.compute_loss(model, net_output, sample, reduce=False)
+    assert l2.shape == l1.shape == (sample["target"].numel(), 1) and n2.shape == n1.shape
+    torch.testing.assert_close(l2, l1, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(n2, n1, rtol=1e-6, atol=1e-5)
+    loss, _, log = ours(model, sample, reduce=False)
+    assert loss.shape == l1.shape and log["nll_loss"].shape == n1.shape
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_adaptive_softmax_evaluation_equals_stock(eps):
+    """An adaptive softmax given the target fills only the target's cluster
+    (other entries stay at log p = 0): the loss must normalise every row, as the
+    stock criterion does, also in no-grad evaluation (validation)."""
+    task = make_task(vocab=40)
+    model, sample = make_model(task, adaptive=True), make_sample(task, (6, 4, 7))
+    stock = make_criterion(task, "label_smoothed_cross_entropy", label_smoothing=eps)
+    ours = make_criterion(task, label_smoothing=eps, bonus_weight=0.0)
+    with torch.no_grad():
+        l1, _, log1 = stock(model, sample)
+        l2, _, log2 = ours(model, sample)
+        lprobs = model.get_normalized_probs(model(**sample["net_input"]), log_probs=True)
+    assert torch.allclose(lprobs.exp().sum(-1), torch.ones(()), atol=1e-5)  # a distribution per row
+    torch.testing.assert_close(l2, l1, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(log2["nll_loss"], log1["nll_loss"], rtol=1e-6, atol=1e-4)
+    ref, _, _ = el_reference(lprobs, sample["target"], label_smoothing=0.1, log_end=0.75,
+                             ignore_index=task.tgt_dict.pad())
+    with torch.no_grad():
+        el = make_criterion(task, label_smoothing=0.1, log_end=0.75)(model, sample)[0]
+    torch.testing.assert_close(el.double(), ref.sum(), rtol=1e-5, atol=1e-4)
+
+
+def test_adaptive_softmax_trains_like_stock():
+    """fairseq's adaptive softmax fails in backward (an in-place op on its
+    log-softmax output); with the plugin loaded it trains, and at bonus weight 0
+    the parameter gradients equal the stock criterion's."""
+    task = make_task(vocab=40)
+    model, sample = make_model(task, adaptive=True), make_sample(task, (6, 4, 7))
+    model.train()
+    stock = make_criterion(task, "label_smoothed_cross_entropy", label_smoothing=0.1)
+    ours = make_criterion(task, label_smoothing=0.1, bonus_weight=0.0)
+    g1 = param_grads(stock(model, sample)[0], model)
+    g2 = param_grads(ours(model, sample)[0], model)
+    assert any(float(g.abs().sum()) > 0 for g in g1)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("prefix", [0, 1, 2])
 def test_report_accuracy_and_ignore_prefix_like_stock(task, prefix):
     model, sample = make_model(task), make_sample(task, (5, 4, 6))
@@ -97,7 +152,7 @@ def test_non_logit_models_use_their_own_normalisation(task):
     stock criterion's at bonus weight 0, and the reference with the bonus."""
     from fairseq.models.transformer import TransformerModel
 
-    from wce_fairseq.criterions.encouraging_ce import _plain_log_softmax
+    from wce_fairseq.fairseq_models import plain_log_softmax as _plain_log_softmax
 
     class TemperatureModel(TransformerModel):
         def get_normalized_probs(self, net_output, log_probs, sample=None):
@@ -140,11 +195,11 @@ def test_reduce_metrics_logs_summable_diagnostics(task):
     with metrics.aggregate() as agg:
         EncouragingCrossEntropyCriterion.reduce_metrics([log, log])
         vals = agg.get_smoothed_values()
-    n = 2 * log["el_ntok"]
+    n = 2 * float(log["el_ntok"])
     assert vals["loss"] == round(2 * float(log["loss"]) / (2 * log["sample_size"]) / math.log(2), 3)
     assert vals["bonus"] == round(2 * float(log["el_bonus"]) / (2 * log["sample_size"]) / math.log(2), 3)
-    assert vals["target_prob"] == round(2 * log["el_sum_p"] / n, 4)
-    assert vals["margin"] == round(2 * log["el_sum_margin"] / n, 3)
+    assert vals["target_prob"] == round(2 * float(log["el_sum_p"]) / n, 4)
+    assert vals["margin"] == round(2 * float(log["el_sum_margin"]) / n, 3)
     assert vals["bonus_weight"] == 1.0
     for key in ("nll_loss", "ppl", "well_classified"):
         assert key in vals
@@ -200,7 +255,7 @@ def test_model_inside_fairseq_distributed_wrapper(task, fuse):
     from fairseq.distributed import ModuleProxyWrapper
     from torch import nn
 
-    from wce_fairseq.criterions.encouraging_ce import _plain_log_softmax, output_projection
+    from wce_fairseq.fairseq_models import output_projection, plain_log_softmax as _plain_log_softmax
 
     class DataParallelLike(nn.Module):  # what DDP / legacy_ddp look like from outside
         def __init__(self, module):

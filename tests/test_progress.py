@@ -1,5 +1,7 @@
 """Bonus schedules follow fairseq's training progress under any task, with one
 definition of t for training and validation."""
+import json
+
 import pytest
 import torch
 
@@ -89,3 +91,26 @@ def test_schedule_advances_through_fairseq_train(data, tmp_path, task):
         # training: t = 0 .. k-1 over the epoch's steps, so the token-weighted mean lies strictly inside
         assert 0 < float(r_train["bonus_weight"]) < k / T
     assert float(tr[1]["bonus_weight"]) > float(tr[0]["bonus_weight"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["translation", "translation_encouraging"])
+def test_fairseq_validate_scores_at_the_trained_bonus_weight(data, tmp_path, task):
+    """fairseq-validate rebuilds the criterion from a checkpoint, with no trainer
+    to report progress: it must still score at the rho_t training left off at
+    (the progress travels in the checkpoint's task state)."""
+    from cli_helpers import PLUGIN, run, tool
+
+    opts = ["--label-smoothing", "0.1", "--bonus-schedule", "linear", "--bonus-schedule-length", str(T),
+            "--max-epoch", "2"]
+    ck = tmp_path / "ck"
+    p = train(data, str(ck), opts, task=task)
+    last = json_records(p.stdout, "valid")[-1]
+    k = int(last["num_updates"])
+    assert 0 < k < T
+    v = run([tool("fairseq-validate"), data, "--user-dir", PLUGIN, "--task", task, "--path",
+             str(ck / "checkpoint_last.pt"), "--cpu", "--max-tokens", "1200", "--log-format", "json"])
+    line = [x for x in (v.stdout + v.stderr).splitlines() if '"valid_loss"' in x][-1]
+    rec = json.loads(line[line.index("{"):])  # fairseq-validate's record has no epoch
+    assert float(rec["valid_bonus_weight"]) == pytest.approx(k / T, abs=5e-5)
+    assert float(rec["valid_loss"]) == pytest.approx(float(last["loss"]), abs=2e-3)  # the same loss as training's validation

@@ -14,18 +14,20 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .ops.bonus import ELConfigError, _is_real
+from .ops.bonus import BonusSpec, ELConfigError, _is_real, _unused
 
 SCHEDULES = ("constant", "linear", "exp", "cos")
 SCHEDULE_UNITS = ("epoch", "update")
+DEFAULT_UNIT = "update"
+DEFAULT_EXP_RATIO = 5.0
 
 
 @dataclass(frozen=True)
 class BonusSchedule:
     kind: str = "constant"
-    unit: str = "update"
+    unit: str = DEFAULT_UNIT
     length: Optional[float] = None
-    exp_ratio: float = 5.0
+    exp_ratio: float = DEFAULT_EXP_RATIO
 
     def __post_init__(self):
         if self.kind not in SCHEDULES:
@@ -45,6 +47,19 @@ class BonusSchedule:
                 f"--bonus-schedule-exp-ratio (bonus_schedule_exp_ratio) must be a finite number > 0; "
                 f"got {self.exp_ratio!r}"
             )
+        # options that only act with a schedule (or with the exp one)
+        if self.kind == "constant":
+            if self.length is not None:
+                _unused("--bonus-schedule-length", "--bonus-schedule constant", "applies only with a bonus schedule")
+            if self.unit != DEFAULT_UNIT:
+                _unused("--bonus-schedule-unit", "--bonus-schedule constant", "applies only with a bonus schedule")
+        if self.exp_ratio != DEFAULT_EXP_RATIO and self.kind != "exp":
+            _unused("--bonus-schedule-exp-ratio", f"--bonus-schedule {self.kind}", "applies only with --bonus-schedule exp")
+
+    def check_applies_to(self, spec: BonusSpec) -> None:
+        """A schedule scales the bonus: refuse one where there is none."""
+        if self.kind != "constant" and spec.bonus == "none":
+            _unused("--bonus-schedule", "--bonus none", "applies only with a bonus (--bonus log, power or cos)")
 
     def factor(self, t: float) -> float:
         """r(t) in [0, 1]."""

@@ -1,10 +1,8 @@
 """``--criterion encouraging_ce``: label-smoothed cross-entropy plus the
 encouraging bonus (docs/design.md §2–3), a drop-in for ``label_smoothed_cross_entropy``."""
 
-import inspect
 import logging
 import math
-import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,11 +16,13 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from omegaconf import II
 
+from ..fairseq_models import output_projection, plain_log_softmax
 from ..functional import encouraging_loss_parts, resolve_impl
+from ..ops.bonus import BONUS_SHAPES, DEFAULT_LOG_END, BonusSpec, ELConfigError
 from ..ops.fused_linear import fused_linear_encouraging_loss
-from ..ops.bonus import BONUS_SHAPES, BonusSpec, ELConfigError
+from ..progress import HOOKS, follow_training_progress, saved_progress
 from ..registry import register_once
-from ..schedule import SCHEDULE_UNITS, SCHEDULES, BonusSchedule
+from ..schedule import DEFAULT_EXP_RATIO, DEFAULT_UNIT, SCHEDULE_UNITS, SCHEDULES, BonusSchedule
 
 EL_IMPLS = ("auto", "reference", "chunked", "triton")
 logger = logging.getLogger(__name__)
@@ -36,15 +36,15 @@ class EncouragingCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
                           "cos = cos(pi p)-1, none = plain label-smoothed CE"},
     )
     log_end: float = field(
-        default=0.5,
-        metadata={"help": "LE in (0, 1]: the log bonus follows log(1-p) up to p = LE and its tangent line "
-                          "after it; 1 = unbounded log, clamped at 1-p = 1e-5 (paper: 0.5 for translation)"},
+        default=DEFAULT_LOG_END,
+        metadata={"help": "LE in (0, 1], --bonus log only: the bonus follows log(1-p) up to p = LE and its "
+                          "tangent line after it; 1 = unbounded log, clamped at 1-p = 1e-5 (paper: 0.5)"},
     )
     bonus_weight: float = field(
         default=1.0, metadata={"help": "rho >= 0: weight of the bonus term (before the schedule)"}
     )
     bonus_gamma: Optional[float] = field(
-        default=None, metadata={"help": "gamma > 0 of the power bonus -p^gamma (required with --bonus power)"}
+        default=None, metadata={"help": "gamma > 0 of the power bonus -p^gamma (required with --bonus power, refused otherwise)"}
     )
     bonus_start: float = field(
         default=0.0,
@@ -60,14 +60,14 @@ class EncouragingCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
                           "exp exp((u-1)k), cos (cos(pi(1+u))+1)/2"},
     )
     bonus_schedule_unit: ChoiceEnum(SCHEDULE_UNITS) = field(
-        default="update",
-        metadata={"help": "t counts finished updates (update) or finished epochs (epoch)"},
+        default=DEFAULT_UNIT,
+        metadata={"help": "t counts finished updates (update) or finished epochs (epoch); with a schedule only"},
     )
     bonus_schedule_length: Optional[float] = field(
-        default=None, metadata={"help": "T > 0, in --bonus-schedule-unit units (required unless constant)"}
+        default=None, metadata={"help": "T > 0, in --bonus-schedule-unit units (required with a schedule, refused without)"}
     )
     bonus_schedule_exp_ratio: float = field(
-        default=5.0, metadata={"help": "k > 0 of the exp schedule"}
+        default=DEFAULT_EXP_RATIO, metadata={"help": "k > 0 of the exp schedule (--bonus-schedule exp only)"}
     )
     el_fuse_projection: bool = field(
         default=False,
@@ -81,102 +81,6 @@ class EncouragingCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
     )
     # fairseq's --cpu: the device the loss will run on, for the start-up self-check
     cpu: bool = II("common.cpu")
-
-
-# The task hooks every fairseq trainer calls, on any task: begin_epoch(epoch,
-# model) at each epoch start (also after a resume), train_step(..., update_num)
-# for each forward/backward with the number of updates already done, and
-# optimizer_step(..., update_num) once an update is applied.
-_PROGRESS_HOOKS = ("begin_epoch", "train_step", "optimizer_step")
-
-
-def follow_training_progress(task, criterion) -> bool:
-    """Make ``task`` tell ``criterion.set_progress`` the epoch and the update
-    count, whatever the task class: its three trainer hooks are wrapped on this
-    task *instance* (once; any number of criteria may listen). Returns False,
-    changing nothing, for an object without those hooks."""
-    if not all(callable(getattr(task, name, None)) for name in _PROGRESS_HOOKS):
-        return False
-    listeners = task.__dict__.get("_el_progress_listeners")
-    if listeners is None:
-        listeners = task.__dict__["_el_progress_listeners"] = weakref.WeakSet()
-
-        def tell(**progress):
-            for c in list(listeners):
-                c.set_progress(**progress)
-
-        def wrap(name, before=None, after=None):
-            inner = getattr(task, name)
-            sig = inspect.signature(inner)
-
-            def hook(*args, **kwargs):
-                arg = sig.bind(*args, **kwargs).arguments
-                if before:
-                    before(arg)
-                out = inner(*args, **kwargs)
-                if after:
-                    after(arg)
-                return out
-
-            setattr(task, name, hook)
-
-        wrap("begin_epoch", before=lambda a: tell(epoch=a["epoch"]))
-        wrap("train_step", before=lambda a: tell(num_updates=a["update_num"]))
-        # an applied update: validation and checkpoints that follow see it as done
-        wrap("optimizer_step", after=lambda a: tell(num_updates=a["update_num"] + 1))
-    listeners.add(criterion)
-    return True
-
-
-def _unwrap(model):
-    """The fairseq model inside fairseq's distributed wrappers
-    (``ModuleProxyWrapper`` around a DDP module): type checks must see it."""
-    from fairseq.models import BaseFairseqModel
-
-    while not isinstance(model, BaseFairseqModel) and isinstance(getattr(model, "module", None), torch.nn.Module):
-        model = model.module
-    return model
-
-
-def _plain_log_softmax(model) -> bool:
-    """True when ``model.get_normalized_probs`` is a plain log-softmax of
-    ``net_output[0]`` (stock fairseq models without adaptive softmax)."""
-    from fairseq.models import BaseFairseqModel, FairseqDecoder
-
-    model = _unwrap(model)
-    dec = getattr(model, "decoder", None)
-    if dec is None or getattr(dec, "adaptive_softmax", None) is not None:
-        return False
-    allowed = {BaseFairseqModel.get_normalized_probs}
-    try:
-        from fairseq.models.transformer import TransformerModelBase
-
-        allowed.add(TransformerModelBase.get_normalized_probs)  # delegates to the scriptable one
-    except ImportError:
-        pass
-    m, d = type(model), type(dec)
-    return (
-        m.get_normalized_probs in allowed
-        and m.get_normalized_probs_scriptable is BaseFairseqModel.get_normalized_probs_scriptable
-        and d.get_normalized_probs is FairseqDecoder.get_normalized_probs
-        and d.get_normalized_probs_scriptable is FairseqDecoder.get_normalized_probs_scriptable
-    )
-
-
-def output_projection(model):
-    """The decoder's output ``nn.Linear``, when logits = output_projection(features)
-    and the distribution is their plain log-softmax; else a clear error."""
-    from torch import nn
-
-    model = _unwrap(model)
-    dec = getattr(model, "decoder", None)
-    proj = getattr(dec, "output_projection", None)
-    if not isinstance(proj, nn.Linear) or not _plain_log_softmax(model):
-        why = "it uses an adaptive softmax" if getattr(dec, "adaptive_softmax", None) is not None else (
-            "its decoder has no plain nn.Linear output_projection followed by log-softmax")
-        raise ValueError(f"--el-fuse-projection cannot be used with {type(model).__name__}: {why}. "
-                         "It supports fairseq Transformer-style decoders; drop the flag for this model.")
-    return proj
 
 
 @register_once("criterion", "encouraging_ce", dataclass=EncouragingCrossEntropyConfig)
@@ -218,6 +122,7 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         self.schedule = BonusSchedule(
             str(bonus_schedule), str(bonus_schedule_unit), bonus_schedule_length, bonus_schedule_exp_ratio
         )
+        self.schedule.check_applies_to(self.spec)
         self.fuse_projection = bool(el_fuse_projection)
         self.impl = str(el_impl)
         # Unknown, not runnable here, or failing its self-check on the run's
@@ -226,19 +131,18 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         runs = resolve_impl(self.impl, device)
         logger.info("encouraging_ce: loss implementation %s (--el-impl %s) on %s%s", runs, self.impl, device,
                     ", self-check against the float64 reference passed" if runs == "triton" else "")
-        self.epoch = 1
-        self.num_updates = 0
-        self._current = self.spec.with_weight(self.spec.bonus_weight * self.schedule.factor(0))
+        # where training left the schedule: fairseq-validate and other tools
+        # that rebuild the criterion from a checkpoint find it in the task
+        self.epoch, self.num_updates = saved_progress(task) or (1, 0)
+        self._current = self.spec
+        self.set_progress()
         if not follow_training_progress(task, self) and self.schedule.kind != "constant":
             raise ELConfigError(
                 f"--bonus-schedule {self.schedule.kind} needs the training progress, but the task "
-                f"{type(task).__name__} has no fairseq trainer hooks ({', '.join(_PROGRESS_HOOKS)}); "
+                f"{type(task).__name__} has no fairseq trainer hooks ({', '.join(HOOKS)}); "
                 "use a fairseq task such as --task translation_encouraging, or --bonus-schedule constant")
 
-    # -- progress (told by the task's trainer hooks, see follow_training_progress) --
-    # t is what is finished when a loss is computed: updates already applied
-    # (unit update), or fairseq's epoch number - 1 (unit epoch; an epoch's
-    # validation belongs to it, as fairseq logs it).
+    # -- progress (reported by the task's trainer hooks: wce_fairseq/progress.py) --
     def set_progress(self, epoch: Optional[int] = None, num_updates: Optional[int] = None) -> None:
         if epoch is not None:
             self.epoch = int(epoch)
@@ -253,59 +157,49 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
     def bonus_weight_now(self) -> float:
         return self._current.bonus_weight
 
+    def check_model(self, model) -> None:
+        """Refuse, before the first batch, a model --el-fuse-projection cannot serve."""
+        if self.fuse_projection:
+            output_projection(model)
+
     # -- loss ----------------------------------------------------------------------
-    def _inputs(self, model, net_output, sample):
-        """(scores, target) flattened; scores are raw logits on the fast path,
-        else the model's own normalised log-probabilities (softmax of those is
-        the model's distribution, and the gradient through them is exact)."""
-        target = model.get_targets(sample, net_output)
-        if _plain_log_softmax(model):
-            scores = net_output[0]
-        else:
-            scores = model.get_normalized_probs(net_output, log_probs=True, sample=sample)
+    def _drop_prefix(self, x, target):
         if self.ignore_prefix_size > 0:
-            scores = scores[:, self.ignore_prefix_size :, :].contiguous()
+            x = x[:, self.ignore_prefix_size :, :].contiguous()
             target = target[:, self.ignore_prefix_size :].contiguous()
-        return scores.reshape(-1, scores.size(-1)), target.reshape(-1)
+        return x, target
 
     def compute_el(self, model, net_output, sample, reduce=True, overwrite_logits=False):
-        """The loss parts and diagnostics. With ``overwrite_logits`` (our own
-        ``forward`` only) the gradient is written over the raw logits instead of
-        a new N x V buffer, where they are raw logits: nothing reads them after
-        the loss (the output projection's backward needs its input, not its
-        output), so this saves the buffer and its first-touch cost."""
-        scores, target = self._inputs(model, net_output, sample)
+        """The loss parts and diagnostics from the model's output. The scores
+        are the raw logits where the model's distribution is their plain
+        log-softmax, else the model's own log-probabilities (called as the stock
+        criterion calls them, without the target: an adaptive softmax then
+        normalises every row). With ``overwrite_logits`` (our ``forward`` only)
+        the gradient is written over the raw logits instead of a new N x V
+        buffer: nothing reads them after the loss."""
+        raw = plain_log_softmax(model)
+        scores = net_output[0] if raw else model.get_normalized_probs(net_output, log_probs=True)
+        scores, target = self._drop_prefix(scores, model.get_targets(sample, net_output))
         options = {}
-        if overwrite_logits and scores.requires_grad and _plain_log_softmax(model) and self.impl != "reference":
+        if overwrite_logits and raw and scores.requires_grad and self.impl != "reference":
             options["inplace_backward"] = True
-        return encouraging_loss_parts(
-            scores,
-            target,
-            self._current,
-            ignore_index=self.padding_idx,
-            reduction="sum" if reduce else "none",
-            impl=self.impl,
-            want_stats=True,
-            **options,
+        res = encouraging_loss_parts(
+            scores.reshape(-1, scores.size(-1)), target.reshape(-1), self._current, ignore_index=self.padding_idx,
+            reduction="sum" if reduce else "none", impl=self.impl, want_stats=True, **options,
         )
+        if not reduce:  # per token, shaped (N, 1) as the stock criterion returns them
+            res = res._replace(loss=res.loss.unsqueeze(-1), nll_loss=res.nll_loss.unsqueeze(-1),
+                               bonus_loss=res.bonus_loss.unsqueeze(-1))
+        return res
 
     def compute_loss(self, model, net_output, sample, reduce=True):
         res = self.compute_el(model, net_output, sample, reduce)
         return res.loss, res.nll_loss
 
-    def check_model(self, model) -> None:
-        """Refuse, at start-up, a model that --el-fuse-projection cannot serve."""
-        if self.fuse_projection:
-            output_projection(model)
-
     def _fused(self, model, sample):
         proj = output_projection(model)
         features = model(**sample["net_input"], features_only=True)
-        h = features[0]
-        target = model.get_targets(sample, features)
-        if self.ignore_prefix_size > 0:
-            h = h[:, self.ignore_prefix_size :, :].contiguous()
-            target = target[:, self.ignore_prefix_size :].contiguous()
+        h, target = self._drop_prefix(features[0], model.get_targets(sample, features))
         return fused_linear_encouraging_loss(
             h, proj.weight, proj.bias, target, self._current, ignore_index=self.padding_idx, reduction="sum",
             want_stats=True, impl=self.impl,
@@ -318,15 +212,16 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             net_output = model(**sample["net_input"])
             res = self.compute_el(model, net_output, sample, reduce=reduce, overwrite_logits=True)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
-        n_tok, sum_p, n_well, sum_margin, n_correct = res.stats.tolist()
+        n_tok, sum_p, n_well, sum_margin, n_correct = res.stats.unbind()
         logging_output = {
             "loss": res.loss.data,
             "nll_loss": res.nll_loss.data,
             "ntokens": sample["ntokens"],
             "nsentences": sample["target"].size(0),
             "sample_size": sample_size,
-            # Sums, so that fairseq may add them up across workers.
-            "el_bonus": res.bonus_loss.data.sum() if not reduce else res.bonus_loss.data,
+            # Sums (tensors, read only when fairseq reduces the logs), so that
+            # fairseq may add them up across workers.
+            "el_bonus": res.bonus_loss.data.sum(),
             "el_ntok": n_tok,
             "el_rho": self._current.bonus_weight * n_tok,
             "el_sum_p": sum_p,
@@ -334,8 +229,8 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             "el_sum_margin": sum_margin,
         }
         if self.report_accuracy:
-            logging_output["n_correct"] = int(n_correct)
-            logging_output["total"] = int(n_tok)
+            logging_output["n_correct"] = utils.item(n_correct)
+            logging_output["total"] = utils.item(n_tok)
         return res.loss, sample_size, logging_output
 
     @classmethod

@@ -26,6 +26,7 @@ BONUS_SHAPES = ("log", "power", "cos", "none")
 REDUCTIONS = ("mean", "sum", "none")
 # LE = 1 means "no conservative tangent": the authors clamp 1 - p at this value.
 LOG_CLAMP = 1e-5
+DEFAULT_LOG_END = 0.5
 
 
 class ELConfigError(ValueError):
@@ -41,7 +42,7 @@ class BonusSpec:
     """Validated options of the loss itself (schedules live in ``schedule.py``)."""
 
     label_smoothing: float = 0.0
-    log_end: float = 0.5
+    log_end: float = DEFAULT_LOG_END
     bonus: str = "log"
     bonus_weight: float = 1.0
     bonus_gamma: Optional[float] = None
@@ -70,8 +71,21 @@ class BonusSpec:
         if self.bonus == "power":
             if g is None or not _is_real(g) or not (0.0 < g < math.inf):
                 _fail("bonus_gamma", "--bonus-gamma", "a finite number > 0 with --bonus power", g)
-        elif g is not None and (not _is_real(g) or not (g > 0.0)):
-            _fail("bonus_gamma", "--bonus-gamma", "a number > 0 (it is used only with --bonus power)", g)
+        self._refuse_options_without_effect()
+
+    def _refuse_options_without_effect(self) -> None:
+        """An option that only acts together with another is refused without
+        it: a value the user set and the loss would silently ignore."""
+        if self.bonus_gamma is not None and self.bonus != "power":
+            _unused("--bonus-gamma", f"--bonus {self.bonus}", "applies only with --bonus power")
+        if self.log_end != DEFAULT_LOG_END and self.bonus != "log":
+            _unused("--log-end", f"--bonus {self.bonus}", "applies only with --bonus log")
+        if self.bonus == "none":
+            for flag, value, default in (("--bonus-weight", self.bonus_weight, 1.0),
+                                         ("--bonus-start", self.bonus_start, 0.0),
+                                         ("--bonus-smoothing", self.bonus_smoothing, None)):
+                if value != default:
+                    _unused(flag, "--bonus none", "applies only with a bonus (--bonus log, power or cos)")
 
     # -- derived ---------------------------------------------------------------
     @property
@@ -130,6 +144,12 @@ class BonusSpec:
             b = torch.where(keep, b - self.raw_at(s), torch.zeros_like(b))
             d = torch.where(keep, d, torch.zeros_like(d))
         return b, d
+
+
+def _unused(flag: str, given: str, rule: str) -> None:
+    name = flag.lstrip("-").replace("-", "_")
+    raise ELConfigError(f"{flag} ({name}) {rule}; got {given}, where it would have no effect. Drop {flag} or "
+                        "change the option it depends on.")
 
 
 def _is_real(x) -> bool:
