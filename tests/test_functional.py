@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from el_reference import el_reference, reduce
-from wce_fairseq.functional import encouraging_loss, encouraging_loss_parts, runnable_impls
+from wce_fairseq.functional import STAT_NAMES, encouraging_loss, encouraging_loss_parts, runnable_impls
 from wce_fairseq.modules import EncouragingLoss
 from wce_fairseq.ops.bonus import BonusSpec
 
@@ -115,7 +115,8 @@ def test_parts_nll_bonus_and_stats(impl):
     other = z.scatter(1, t[:, None], float("-inf")).max(1).values
     margin = z.gather(1, t[:, None]).squeeze(1) - other
     expect = [valid.sum(), p_t.sum(), (p_t > 0.5).sum(), margin.sum(), (z.argmax(1) == t).sum()]
-    torch.testing.assert_close(res.stats, torch.tensor([float(e) for e in expect], dtype=torch.float64),
+    assert res.stats._fields == STAT_NAMES
+    torch.testing.assert_close(res.stats.vector(), torch.tensor([float(e) for e in expect], dtype=torch.float64),
                                rtol=1e-5, atol=1e-4)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from wce_fairseq import functional as F
+from wce_fairseq.ops import dispatch as D
 from wce_fairseq.ops.bonus import BonusSpec, ELConfigError
 
 ALL = [i for i in F.runnable_impls() if i != "auto"]
@@ -42,15 +43,15 @@ def test_self_check_passes_for_every_runnable_impl(impl):
 
 @pytest.fixture
 def fresh_checks(monkeypatch):
-    monkeypatch.setattr(F, "_CHECKED", {})
-    monkeypatch.setattr(F, "_WARNED", set())
-    monkeypatch.setattr(F, "_HAS_TRITON", True)
-    monkeypatch.setattr(F, "IMPLEMENTATIONS", ("auto", "reference", "chunked", "triton"))
+    monkeypatch.setattr(D, "_CHECKED", {})
+    monkeypatch.setattr(D, "_WARNED", set())
+    monkeypatch.setattr(D, "_HAS_TRITON", True)
+    monkeypatch.setattr(D, "IMPLEMENTATIONS", ("auto", "reference", "chunked", "triton"))
 
 
 def _inject(monkeypatch, mode):
     """Make the Triton path fail as a broken device would: raise at launch, or return a wrong gradient."""
-    real = F._dispatch
+    real = D.run_impl
 
     def fake(name, logits, *args, **kw):
         if name != "triton":
@@ -60,16 +61,16 @@ def _inject(monkeypatch, mode):
         out = real("chunked", logits, *args, **kw)
         return out._replace(loss=out.loss * 1.01)  # scales the gradient too: a wrong kernel
 
-    monkeypatch.setattr(F, "_dispatch", fake)
+    monkeypatch.setattr(D, "run_impl", fake)
 
 
 @pytest.mark.parametrize("mode", ["launch", "mismatch"])
 def test_auto_falls_back_to_chunked_with_one_warning(fresh_checks, monkeypatch, caplog, mode):
     _inject(monkeypatch, mode)
     # the device the check runs on is the CPU here; "auto" considers Triton only on CUDA
-    monkeypatch.setattr(F, "_auto_candidate", lambda dev: "triton", raising=False)
-    with caplog.at_level(logging.WARNING, logger=F.logger.name):
-        names = [F.resolve_impl("auto", "cpu") for _ in range(3)]
+    monkeypatch.setattr(D, "_auto_candidate", lambda dev: "triton")
+    with caplog.at_level(logging.WARNING, logger=D.logger.name):
+        names = [D.resolve_impl("auto", "cpu") for _ in range(3)]
     assert names == ["chunked"] * 3
     warnings = [r for r in caplog.records if "self-check" in r.getMessage()]
     assert len(warnings) == 1 and "chunked" in warnings[0].getMessage()
@@ -84,9 +85,9 @@ def test_auto_falls_back_to_chunked_with_one_warning(fresh_checks, monkeypatch, 
 @pytest.mark.parametrize("mode", ["launch", "mismatch"])
 def test_forced_triton_fails_with_the_reason(fresh_checks, monkeypatch, mode):
     _inject(monkeypatch, mode)
-    monkeypatch.setattr(F, "_triton_interpreted", lambda: True)
+    monkeypatch.setattr(D, "_triton_interpreted", lambda: True)
     with pytest.raises(ELConfigError, match="'triton' failed its self-check on cpu"):
-        F.resolve_impl("triton", "cpu")
+        D.resolve_impl("triton", "cpu")
 
 
 def test_criterion_checks_its_implementation_at_start_up(fresh_checks, monkeypatch, caplog):
@@ -98,7 +99,7 @@ def test_criterion_checks_its_implementation_at_start_up(fresh_checks, monkeypat
 
     task = make_task()
     _inject(monkeypatch, "launch")
-    monkeypatch.setattr(F, "_triton_interpreted", lambda: True)
+    monkeypatch.setattr(D, "_triton_interpreted", lambda: True)
     with pytest.raises(ELConfigError, match="'triton' failed its self-check on cpu: RuntimeError: CUDA error"):
         make_criterion(task, el_impl="triton")
     with caplog.at_level(logging.INFO):
@@ -111,7 +112,7 @@ def test_criterion_checks_its_implementation_at_start_up(fresh_checks, monkeypat
 def test_self_check_inside_no_grad(monkeypatch, impl):
     """A first call from validation (under no_grad) must not mistake the
     missing autograd for a broken implementation."""
-    monkeypatch.setattr(F, "_CHECKED", {})
+    monkeypatch.setattr(D, "_CHECKED", {})
     with torch.no_grad():
         assert F.self_check(impl, "cpu") is None
         assert not torch.is_grad_enabled()

@@ -17,14 +17,13 @@ from fairseq.logging import metrics
 from omegaconf import II
 
 from ..fairseq_models import output_projection, plain_log_softmax
-from ..functional import encouraging_loss_parts, resolve_impl
+from ..functional import IMPL_NAMES, encouraging_loss_parts, resolve_impl
 from ..ops.bonus import BONUS_SHAPES, DEFAULT_LOG_END, BonusSpec, ELConfigError
 from ..ops.fused_linear import fused_linear_encouraging_loss
 from ..progress import HOOKS, follow_training_progress, saved_progress
 from ..registry import register_once
 from ..schedule import DEFAULT_EXP_RATIO, DEFAULT_UNIT, SCHEDULE_UNITS, SCHEDULES, BonusSchedule
 
-EL_IMPLS = ("auto", "reference", "chunked", "triton")
 logger = logging.getLogger(__name__)
 
 
@@ -74,7 +73,7 @@ class EncouragingCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
         metadata={"help": "compute the decoder's output projection and the loss together, chunk by chunk, so "
                           "the N x V logits never exist (fairseq Transformer decoders without adaptive softmax)"},
     )
-    el_impl: ChoiceEnum(EL_IMPLS) = field(
+    el_impl: ChoiceEnum(IMPL_NAMES) = field(
         default="auto",
         metadata={"help": "loss implementation: auto (fastest exact one for the device: triton on CUDA, "
                           "else chunked), chunked, triton, reference (slow, for checking)"},
@@ -212,7 +211,7 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             net_output = model(**sample["net_input"])
             res = self.compute_el(model, net_output, sample, reduce=reduce, overwrite_logits=True)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
-        n_tok, sum_p, n_well, sum_margin, n_correct = res.stats.unbind()
+        d = res.stats
         logging_output = {
             "loss": res.loss.data,
             "nll_loss": res.nll_loss.data,
@@ -222,15 +221,15 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             # Sums (tensors, read only when fairseq reduces the logs), so that
             # fairseq may add them up across workers.
             "el_bonus": res.bonus_loss.data.sum(),
-            "el_ntok": n_tok,
-            "el_rho": self._current.bonus_weight * n_tok,
-            "el_sum_p": sum_p,
-            "el_n_well": n_well,
-            "el_sum_margin": sum_margin,
+            "el_ntok": d.n_tokens,
+            "el_rho": self._current.bonus_weight * d.n_tokens,
+            "el_sum_p": d.sum_target_prob,
+            "el_n_well": d.n_well_classified,
+            "el_sum_margin": d.sum_margin,
         }
         if self.report_accuracy:
-            logging_output["n_correct"] = utils.item(n_correct)
-            logging_output["total"] = utils.item(n_tok)
+            logging_output["n_correct"] = utils.item(d.n_correct)
+            logging_output["total"] = utils.item(d.n_tokens)
         return res.loss, sample_size, logging_output
 
     @classmethod

@@ -125,14 +125,23 @@ class BonusSpec:
             pg = p.pow(g) if lp is None else torch.exp(g * lp)
             return -pg, -g * pg  # B = -p^γ, p·B' = -γ p^γ
         if self.bonus == "cos":
-            return torch.cos(math.pi * p) - 1.0, -math.pi * p * torch.sin(math.pi * p)
+            # cos(πp) − 1 written as −2 sin²(πp/2): no cancellation at small p
+            return -2.0 * torch.sin((0.5 * math.pi) * p).square(), -math.pi * p * torch.sin(math.pi * p)
         z = torch.zeros_like(p)
         return z, z
 
     def raw_at(self, x: float) -> float:
-        """Unshifted B at a scalar point, in float64 (used for the start shift)."""
-        t = torch.tensor([x], dtype=torch.float64)
-        return float(self.raw(t, 1.0 - t)[0][0])
+        """Unshifted B at a scalar point, in Python floats (used for the start shift)."""
+        if self.bonus == "log":
+            if self.log_end >= 1.0:
+                return math.log(max(1.0 - x, LOG_CLAMP))
+            le = self.log_end
+            return math.log1p(-x) if x <= le else math.log1p(-le) - (x - le) / (1.0 - le)
+        if self.bonus == "power":
+            return -(x ** float(self.bonus_gamma))
+        if self.bonus == "cos":
+            return math.cos(math.pi * x) - 1.0
+        return 0.0
 
     def curve(self, p: torch.Tensor, one_minus_p: torch.Tensor, lp=None) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(B_s(p), D_s(p))`` with the bonus start ``s`` applied to the whole

@@ -1,20 +1,38 @@
-"""``impl="chunked"``: exact encouraging loss in pure PyTorch with the analytic
-gradient of docs/design.md §2.
+"""``impl="chunked"``: the exact encouraging loss in pure PyTorch, with the
+analytic gradient of docs/design.md ("The gradient").
 
-Tokens are processed in row chunks small enough to stay in cache; everything is
-computed in fp32 whatever the input dtype. The gradient is produced during the
-forward pass, so the only vocabulary-sized buffers are the gradient itself
-(or none, with ``inplace_backward=True``, which writes it over the logits) and
-a few chunk-sized temporaries.
+Rows are processed in chunks small enough to stay in cache, in fp32 whatever
+the input dtype. A chunk goes through these stages, each a function below:
+
+1. :func:`normalise` — row max, Σ exp(z − max) and the same sum without the
+   target (so 1 − p_target is exact as p → 1), the best non-target logit;
+2. :func:`cross_entropy` — nll and fairseq's label-smoothed CE;
+3. ``scan.wrong_argmax`` — rows whose argmax is not the target and has p > ½:
+   that entry's exact 1 − p, from a sum that leaves it out;
+4. :func:`bonus_sums` — ρ Σ q'B(p) and S = Σ q'D(p): the target and a wrong
+   argmax from their exact 1 − p, every other entry (p ≤ ½) in one bulk pass;
+5. :func:`row_state` — the few floats per row the gradient needs;
+6. :func:`write_gradient` — the gradient rows, formed in fp32, stored once
+   in the logits' dtype.
+
+Forward runs 1–5, and 6 as well where the gradient is formed at once (fp32
+logits on the CPU, while p is still in cache). Otherwise backward reruns only
+6 from the saved row state: one read and one write of the logits.
+
+Stage 1 and 3 are where a GPU would wait for the host (``nonzero`` to find
+the rare rows that need a fix-up); ``scan`` makes that choice once per call:
+:class:`IndexedScan` on the CPU, :class:`SyncFreeScan` (masked work on every
+row, nothing read back) on CUDA tensors.
 """
 from __future__ import annotations
 
-import threading
+from typing import NamedTuple, Optional
 
 import torch
 
 from .bonus import BonusSpec
-from .common import LOW_PRECISION, ELResult, finish_forward, reduce_tokens, take_saved_grad, token_stats, upstream_rows
+from .common import KernelForward, RowState, Targets, Weights, diagnostics, weights
+from .threads import cpu_workers, run_chunks
 
 _ONE = torch.tensor(1.0)
 # Elements of one fp32 chunk (4 MiB): per chunk a worker thread runs a few
@@ -23,413 +41,343 @@ _ONE = torch.tensor(1.0)
 CHUNK_ELEMENTS = 1 << 20
 
 
-def _chunk_rows(V: int, chunk_rows: int | None) -> int:
-    return max(1, chunk_rows if chunk_rows else CHUNK_ELEMENTS // V)
+class Normaliser(NamedTuple):
+    row_max: torch.Tensor  # m
+    sum_exp: torch.Tensor  # Σ_v exp(z_v − m)
+    rest_of_target: torch.Tensor  # Σ_{v≠y} exp(z_v − m)
+    e_target: torch.Tensor  # exp(z_y − m)
+    z_target: torch.Tensor
+    argmax: Optional[torch.Tensor]  # first maximum (SyncFreeScan only)
+    best_other: Optional[torch.Tensor]  # best logit other than y (diagnostics only)
 
 
-def cpu_workers(x: torch.Tensor, n_chunks: int) -> int:
-    """How many threads walk the chunks: torch's intra-op thread count on the
-    CPU (one on a GPU, or with a single chunk)."""
-    if x.is_cuda or n_chunks < 2:
-        return 1
-    return max(1, min(torch.get_num_threads(), n_chunks))
+class WrongArgmax(NamedTuple):
+    """Rows whose argmax is not the target and has p > ½ (``rows``, ``cols``),
+    with that entry's p and exact 1 − p; with ``mask``, every row is listed
+    and only the masked ones are real (the rest point at their target)."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    p: torch.Tensor
+    one_minus_p: torch.Tensor
+    mask: Optional[torch.Tensor]
 
 
-# Parallel work on the CPU. Each chunk is a few dozen small tensor operations;
-# run with torch's own intra-op threads, every one of them is a parallel region
-# ending in a barrier, thousands per call, and when the cores are shared (data
-# loaders, a second job) a barrier waits for a thread the OS has descheduled:
-# measured 4-16 s instead of 0.6 s with two other busy processes. Instead, each
-# worker thread runs whole chunks with single-threaded operations and takes
-# the next chunk when it is done: no barrier until the end, and a thread that
-# is descheduled delays only itself.
-# torch.set_num_threads also resizes a process-wide thread pool: never from two
-# threads at once.
-_SET_THREADS = threading.Lock()
+class BonusSums(NamedTuple):
+    bonus: torch.Tensor  # ρ Σ_v q'_v B(p_v)
+    s_total: torch.Tensor  # S = Σ_v q'_v D(p_v)
+    s_rest: torch.Tensor  # λ_i Σ_{v≠y} D(p_v)
+    d_target: torch.Tensor  # D(p_y)
+    d_wrong: torch.Tensor  # D(p_a) of a wrong argmax, per listed row
+    d_entries: Optional[torch.Tensor]  # D(p_v) entry by entry (0 at y and a), when the gradient is formed now
 
 
-def run_chunks(fn, spans, make_work, workers: int) -> list:
-    """``[fn(c0, c1, work) for c0, c1 in spans]``, by ``workers`` threads."""
-    if workers <= 1:
-        work = make_work()
-        return [fn(c0, c1, work) for c0, c1 in spans]
-    out = [None] * len(spans)
-    errors = []
-    todo = iter(range(len(spans)))
-    lock = threading.Lock()
-    saved = torch.get_num_threads()
+# -- stage 1 and 3: how rows are scanned -------------------------------------------
+class IndexedScan:
+    """The CPU: the rare rows that need exact work are found with ``nonzero``."""
 
-    def worker():
-        with _SET_THREADS:
-            torch.set_num_threads(1)  # this thread's operations run on it alone
-        torch.set_grad_enabled(False)  # per thread: new threads start with autograd on
-        try:
-            work = make_work()
-            while True:
-                with lock:
-                    i = next(todo, None)
-                if i is None or errors:
-                    return
-                out[i] = fn(*spans[i], work)
-        except BaseException as e:  # re-raised in the caller
-            errors.append(e)
+    def row_max(self, z, want_argmax: bool, want_second: bool):
+        return z.amax(dim=1), None, None
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers - 1)]
-    for th in threads:
-        th.start()
-    grad_mode = torch.is_grad_enabled()
-    try:
-        worker()  # the calling thread is one of the workers
-        for th in threads:
-            th.join()
-    finally:
-        with _SET_THREADS:
-            torch.set_num_threads(saved)
-        torch.set_grad_enabled(grad_mode)
-    if errors:
-        raise errors[0]
-    return out
+    def best_other(self, z, t, m, e_without_target, second):
+        # the largest non-target exp(z - m); where it underflowed (the target
+        # leads by more than ~87) the logits themselves
+        e_bo = e_without_target.amax(1)
+        best = m + e_bo.log()
+        under = (e_bo == 0).nonzero().squeeze(1)
+        if under.numel():
+            zu = z.index_select(0, under).scatter_(1, t.index_select(0, under).unsqueeze(1), float("-inf"))
+            best.index_copy_(0, under, zu.amax(1))
+        return best
+
+    def wrong_argmax(self, e, t, norm: Normaliser) -> WrongArgmax:
+        wrong = ((norm.sum_exp < 2.0) & (norm.z_target < norm.row_max)).nonzero().squeeze(1)
+        e_w = e.index_select(0, wrong)
+        # in these rows the argmax is the one entry with e >= ½ Σe (e = 1): no tie
+        a_w = e_w.argmax(1)
+        e_w.scatter_(1, a_w.unsqueeze(1), 0.0)
+        s_w = norm.sum_exp.index_select(0, wrong)
+        return WrongArgmax(wrong, a_w, 1.0 / s_w, e_w.sum(1) / s_w, None)
 
 
-def _bonus_rest(spec: BonusSpec, fast_log: bool, p, t, rows, cols, p_a, omp_a, mask=None, work=None, need_d=True):
-    """Σ_{v≠y} B(p_v), Σ_{v≠y} D(p_v) and the row-wise D (0 at the target);
-    the last two are None when ``need_d`` is off (no gradient wanted).
+class SyncFreeScan:
+    """CUDA tensors: masked work on every row, nothing waits for the device."""
 
-    Only a row's argmax can have p > 0.5, where 1 - p by subtraction loses
-    accuracy and where the tangent (LE >= 0.5) or the clamp (LE = 1) applies;
-    that entry (``rows``, ``cols``: rows whose argmax is not the target and
-    has p > 0.5) is left out of the bulk pass and added back from the exact
-    ``p_a``, ``1 - p_a`` of those rows (with ``mask``: every row is listed,
-    those outside the mask pointed at their target column with a zero
-    fix-up, so nothing waits for the device). For the paper's bonus (log,
-    no start, LE >= 0.5) the bulk pass needs no branches:
+    def row_max(self, z, want_argmax: bool, want_second: bool):
+        if want_second:
+            top = z.topk(2, dim=1)
+            return top.values[:, 0], top.indices[:, 0], top.values[:, 1]
+        if want_argmax:
+            m, a = z.max(dim=1)
+            return m, a, None
+        return z.amax(dim=1), None, None
 
-        B = log(1-p),  D = -p/(1-p) = 1 - 1/(1-p)   for p <= 0.5.
-    """
+    def best_other(self, z, t, m, e_without_target, second):
+        # the two largest logits: the first unless the target is it
+        return torch.where(z.gather(1, t.unsqueeze(1)).squeeze(1) >= m, second, m)
+
+    def wrong_argmax(self, e, t, norm: Normaliser) -> WrongArgmax:
+        mask = (norm.sum_exp < 2.0) & (norm.z_target < norm.row_max)
+        a = norm.argmax.unsqueeze(1)
+        e_a = e.gather(1, a)
+        e.scatter_(1, a, 0.0)
+        rest = e.sum(1)
+        e.scatter_(1, a, e_a)
+        cols = torch.where(mask, norm.argmax, t)
+        rows = torch.arange(e.shape[0], device=e.device)
+        return WrongArgmax(rows, cols, 1.0 / norm.sum_exp, rest / norm.sum_exp, mask)
+
+
+# -- stages ----------------------------------------------------------------------
+def normalise(z, t, e, scan, want_argmax: bool, want_best_other: bool) -> Normaliser:
+    """Fills ``e`` with exp(z − m). The sum without the target is taken on its
+    own: 1 − p_y = that sum / Σe and log p_y = −log1p(that sum / e_y) then stay
+    exact as p_y → 1 (no cancellation)."""
+    m, argmax, second = scan.row_max(z, want_argmax, want_best_other)
+    col = t.unsqueeze(1)
+    torch.sub(z, m.unsqueeze(1), out=e).exp_()
+    e_t = e.gather(1, col)
+    e.scatter_(1, col, 0.0)
+    rest_t = e.sum(1)
+    best_other = scan.best_other(z, t, m, e, second) if want_best_other else None
+    e.scatter_(1, col, e_t)
+    e_t = e_t.squeeze(1)
+    return Normaliser(m, rest_t + e_t, rest_t, e_t, z.gather(1, col).squeeze(1), argmax, best_other)
+
+
+def cross_entropy(z, norm: Normaliser, w: Weights):
+    """(nll, CE) per row, the CE written as fairseq writes it, so that ρ = 0
+    equals it: (1 − ε − ε_i)·nll + ε_i·(−Σ_v log p_v), Σ_v log p_v = Σ_v z_v − V·lse."""
+    lse = norm.row_max + norm.sum_exp.log()
+    e_t = norm.e_target
+    log_p_t = torch.where(e_t > 1e-30, -torch.log1p(norm.rest_of_target / e_t.clamp_min(1e-30)), norm.z_target - lse)
+    nll = -log_p_t
+    if w.eps == 0:
+        return nll, nll
+    return nll, (1.0 - w.eps - w.eps_i) * nll + w.eps_i * (w.V * lse - z.sum(1))
+
+
+def fast_log_bonus(spec: BonusSpec) -> bool:
+    """The paper's bonus (log, no start, LE ≥ ½) with bonus smoothing: its bulk
+    pass (entries with p ≤ ½) needs no branches: B = log(1 − p), D = 1 − 1/(1 − p)."""
+    return spec.bonus == "log" and spec.bonus_start == 0.0 and spec.log_end >= 0.5
+
+
+def bonus_sums(spec, w: Weights, p, t, norm: Normaliser, wrong: Optional[WrongArgmax], work, need_s: bool,
+               need_entries: bool) -> BonusSums:
+    """``p`` holds the chunk's probabilities. The target and a wrong argmax
+    come from their exact 1 − p; every other entry has p ≤ ½, where 1 − p by
+    subtraction is exact enough and the tangent (LE ≥ ½) or the clamp (LE = 1)
+    never applies."""
+    p_t, omp_t = norm.e_target / norm.sum_exp, norm.rest_of_target / norm.sum_exp
+    b_t, d_t = spec.curve(p_t, omp_t)
+    zero = torch.zeros_like(b_t)
+    if w.lam == 0 or wrong is None:
+        s_rest = zero
+        return BonusSums(w.rho * b_t, (1.0 - w.lam) * d_t + s_rest, s_rest, d_t, zero[:0], None)
+    b_rest, d_rest, d_entries = _bulk_sums(spec, p, t, wrong, work, need_s, need_entries)
+    b_w, d_w = spec.curve(wrong.p, wrong.one_minus_p)
+    if wrong.mask is not None:
+        b_w, d_w = torch.where(wrong.mask, b_w, 0.0), torch.where(wrong.mask, d_w, 0.0)
+    b_rest.index_add_(0, wrong.rows, b_w)
+    bonus = w.rho * ((1.0 - w.lam) * b_t + w.lam_i * b_rest)
+    if not need_s:
+        return BonusSums(bonus, zero, zero, d_t, d_w, None)
+    s_rest = w.lam_i * d_rest.index_add_(0, wrong.rows, d_w)
+    return BonusSums(bonus, (1.0 - w.lam) * d_t + s_rest, s_rest, d_t, d_w, d_entries)
+
+
+def _bulk_sums(spec, p, t, wrong: WrongArgmax, work, need_s: bool, need_entries: bool):
+    """Σ B(p_v), Σ D(p_v) over the entries that are neither the target nor a
+    wrong argmax, and D entry by entry (0 at those two) where wanted."""
     t_col = t.unsqueeze(1)
-    d = None
-    if fast_log:
+    if fast_log_bonus(spec):
         # a chunk-sized work buffer, reused across chunks (no fresh pages)
-        u = torch.sub(_ONE, p, out=work[0][: p.shape[0]]) if work else torch.rsub(p, 1.0)
+        u = torch.sub(_ONE, p, out=work[: p.shape[0]]) if work is not None else torch.rsub(p, 1.0)
         u.scatter_(1, t_col, 1.0)  # excluded entries contribute log 1 = 0 and D = 0
-        u[rows, cols] = 1.0
-        # Σ_v log(1 - p_v) = log Π_v (1 - p_v): one log per row instead of one
-        # per entry. No underflow: every factor is >= 1/2 and, as log(1-p) >=
-        # -2 ln2 p there and Σ p <= 1, the product is >= 1/4.
+        u[wrong.rows, wrong.cols] = 1.0
+        # Σ_v log(1 − p_v) = log Π_v (1 − p_v): one log per row instead of one per
+        # entry. No underflow: every factor is >= ½ and, as log(1 − p) >= −2 ln2·p
+        # there and Σ p <= 1, the product is >= ¼.
         b_rest = u.prod(1).log_()
-        if need_d:
-            d = u.reciprocal_().neg_().add_(1.0)  # 1 - 1/(1-p) = -p/(1-p)
-    else:
-        b, d = spec.curve(p, 1.0 - p)
-        for x in (b, d) if need_d else (b,):
-            x.scatter_(1, t_col, 0.0)
-            x[rows, cols] = 0.0
-        b_rest = b.sum(1)
-        d = d if need_d else None
-    d_rest = d.sum(1) if need_d else None
-    if rows.numel():
-        b_x, d_x = spec.curve(p_a, omp_a)
-        if mask is not None:
-            b_x, d_x = torch.where(mask, b_x, torch.zeros_like(b_x)), torch.where(mask, d_x, torch.zeros_like(d_x))
-        b_rest.index_add_(0, rows, b_x)
-        if need_d:
-            d_rest.index_add_(0, rows, d_x)
-            d[rows, cols] = d_x
-    return b_rest, d_rest, d, (rows, cols)
+        if not need_s:
+            return b_rest, None, None
+        d = u.reciprocal_().neg_().add_(1.0)  # 1 − 1/(1 − p) = −p/(1 − p)
+        return b_rest, d.sum(1), (d if need_entries else None)
+    b, d = spec.curve(p, 1.0 - p)
+    for x in (b, d):
+        x.scatter_(1, t_col, 0.0)
+        x[wrong.rows, wrong.cols] = 0.0
+    return b.sum(1), d.sum(1), (d if need_entries else None)
 
 
-def chunked_compute(
-    logits2d: torch.Tensor,
-    t: torch.Tensor,
-    valid: torch.Tensor,
-    spec: BonusSpec,
-    scale: float,
-    need_grad: bool,
-    want_stats: bool,
-    chunk_rows: int | None = None,
-    inplace: bool = False,
-    sync_free: bool | None = None,
-):
-    """Per-token (loss, nll, bonus) in fp32, the gradient of ``scale * Σ loss``
-    (or None) and the summed diagnostics (or None). ``scale`` is a number or
-    one fp32 factor per row (the upstream gradient folded in): the gradient is
-    formed in fp32 and stored once in the logits' dtype.
+def row_state(w: Weights, norm: Normaliser, sums: BonusSums, t, wrong: Optional[WrongArgmax]) -> RowState:
+    """∂loss/∂z_j = (p_j − q_j) + ρ·(q'_j D(p_j) − p_j S). Off the target and a
+    wrong argmax that is p_j·(1 − ρS) + ρλ_i D(p_j) − ε_i (``coef`` = 1 − ρS);
+    the target, from 1 − p_y in fp32 so that it does not cancel as p → 1:
+        −(1 − p_y) + ε + ρ·((1 − λ) D(p_y)(1 − p_y) − p_y S_rest);
+    a wrong argmax a the same way, since with an unbounded D its two terms
+    cancel as p_a → 1:
+        p_a − ε_i + ρ·(λ_i D(p_a)(1 − p_a) − p_a (S − λ_i D(p_a)))."""
+    p_t, omp_t = norm.e_target / norm.sum_exp, norm.rest_of_target / norm.sum_exp
+    rho = w.rho
+    coef = 1.0 - rho * sums.s_total
+    g_t = w.eps - omp_t + rho * ((1.0 - w.lam) * sums.d_target * omp_t - p_t * sums.s_rest)
+    g_a, col = g_t.clone(), t.clone()
+    if wrong is not None and wrong.rows.numel():
+        s_w = sums.s_total.index_select(0, wrong.rows) - w.lam_i * sums.d_wrong
+        fixed = wrong.p - w.eps_i + rho * (w.lam_i * sums.d_wrong * wrong.one_minus_p - wrong.p * s_w)
+        if wrong.mask is not None:
+            fixed = torch.where(wrong.mask, fixed, g_t)
+        g_a.index_copy_(0, wrong.rows, fixed)
+        col.index_copy_(0, wrong.rows, wrong.cols)
+    return RowState(norm.row_max, 1.0 / norm.sum_exp, coef, g_t, g_a, col)
 
-    ``sync_free`` (default: on for CUDA tensors) replaces the per-chunk steps
-    that wait for the device (``nonzero`` to find the rare confidently-wrong
-    rows, the padding rows) with masked work on every row of the chunk, so a
-    GPU never stalls inside the loop; the results are the same."""
-    N, V = logits2d.shape
-    dev = logits2d.device
-    if sync_free is None:
-        sync_free = logits2d.is_cuda
-    loss_tok = torch.zeros(N, dtype=torch.float32, device=dev)
-    nll_tok = torch.zeros_like(loss_tok)
-    bonus_tok = torch.zeros_like(loss_tok)
-    stats = torch.zeros(5, dtype=torch.float64, device=dev) if want_stats else None
 
-    # Rows are walked in contiguous chunks; padding rows are computed and then
-    # zeroed (cheaper than gathering the valid rows), unless padding dominates.
-    n_valid = int(valid.sum())
-    compact = n_valid < 0.75 * N
-    rows_idx = valid.nonzero().squeeze(-1) if compact else None
-    n_rows = n_valid if compact else N
-    all_valid = n_valid == N
+def write_gradient(p, d_entries, rows: RowState, t, scale, w: Weights, out):
+    """The gradient rows × ``scale`` (one fp32 factor per row: the mean's 1/n,
+    the upstream gradient, 0 on ignored rows) into ``out``; ``p`` (fp32) is
+    overwritten unless ``out`` is an fp32 buffer of its own."""
+    sc = scale.unsqueeze(1)
+    direct = out.dtype == torch.float32
+    g = torch.mul(p, (rows.coef * scale).unsqueeze(1), out=out if direct else p)
+    if d_entries is not None:
+        g.addcmul_(d_entries, sc, value=w.rho * w.lam_i)
+    if w.eps_i > 0:
+        g.sub_(sc * w.eps_i)
+    g.scatter_(1, rows.argmax_col.unsqueeze(1), (rows.grad_argmax * scale).unsqueeze(1))
+    g.scatter_(1, t.unsqueeze(1), (rows.grad_target * scale).unsqueeze(1))
+    if not direct:
+        out.copy_(g)
 
-    grad = None
-    if need_grad:
-        if inplace:
-            grad = logits2d
-            if compact:
-                grad.masked_fill_(~valid.unsqueeze(1), 0)
+
+def d_entries_of(spec, p, work):
+    """D(p) entry by entry, for the gradient (the target and argmax entries are
+    overwritten by :func:`write_gradient`, so their value does not matter)."""
+    if fast_log_bonus(spec):
+        return torch.sub(_ONE, p, out=work[: p.shape[0]]).reciprocal_().neg_().add_(1.0)
+    return spec.curve(p, 1.0 - p)[1]
+
+
+# -- the chunk loops -----------------------------------------------------------------
+class _Call:
+    """One call's inputs, outputs and constants, shared by its chunks."""
+
+    def __init__(self, z, targets: Targets, spec: BonusSpec, sync_free: bool, chunk_rows):
+        N, V = z.shape
+        self.z, self.t, self.valid, self.spec = z, targets.safe, targets.valid, spec
+        self.w = weights(spec, V)
+        self.scan = SyncFreeScan() if sync_free else IndexedScan()
+        self.step = max(1, chunk_rows if chunk_rows else CHUNK_ELEMENTS // V)
+        self.exact_wrong = self.w.active and self.w.lam > 0
+        self.buffers = 2 if (self.exact_wrong and fast_log_bonus(spec)) else 1
+
+    def spans(self):
+        N = self.z.shape[0]
+        return [(c0, min(c0 + self.step, N)) for c0 in range(0, N, self.step)]
+
+    def make_work(self):
+        n = min(self.step, max(self.z.shape[0], 1))
+        return [torch.empty(n, self.z.shape[1], dtype=torch.float32, device=self.z.device)
+                for _ in range(self.buffers)]
+
+    def run(self, fn):
+        spans = self.spans()
+        run_chunks(fn, spans, self.make_work, cpu_workers(self.z, len(spans)))
+
+
+class _Forward(_Call):
+    def __init__(self, z, targets, spec, sync_free, chunk_rows, want_stats, grad_scale, save_rows, grad_out):
+        super().__init__(z, targets, spec, sync_free, chunk_rows)
+        N, dev = z.shape[0], z.device
+        f32 = dict(dtype=torch.float32, device=dev)
+        self.want_stats, self.grad_scale, self.grad = want_stats, grad_scale, grad_out
+        self.per_token = [torch.zeros(N, **f32) for _ in range(3)]  # loss, nll, bonus
+        self.per_row = [torch.zeros(N, **f32) for _ in range(2)] + [torch.zeros(N, dtype=torch.bool, device=dev)]
+        self.rows = RowState.empty(N, dev) if save_rows else None
+        self.need_s = save_rows or grad_out is not None
+
+    def chunk(self, c0, c1, work):
+        z, t, w = self.z[c0:c1].float(), self.t[c0:c1], self.w
+        e = work[0][: c1 - c0]
+        norm = normalise(z, t, e, self.scan, self.exact_wrong or self.want_stats, self.want_stats)
+        nll, ce = cross_entropy(z, norm, w)
+        if self.want_stats:
+            p_t, margin, correct = self.per_row
+            p_t[c0:c1] = norm.e_target / norm.sum_exp
+            margin[c0:c1] = norm.z_target - norm.best_other
+            correct[c0:c1] = norm.z_target > norm.best_other
+        wrong = self.scan.wrong_argmax(e, t, norm) if self.exact_wrong else None
+        p = e.mul_(norm.sum_exp.reciprocal().unsqueeze(1))
+        if w.active:
+            now = self.grad is not None
+            sums = bonus_sums(self.spec, w, p, t, norm, wrong, work[1] if len(work) > 1 else None,
+                              self.need_s, now)
+            bonus = sums.bonus
         else:
-            grad = (torch.zeros_like if compact else torch.empty_like)(logits2d)
+            sums, bonus = None, torch.zeros_like(nll)
+        keep = self.valid[c0:c1].to(torch.float32)
+        loss, nll_out, bonus_out = self.per_token
+        loss[c0:c1] = (ce + bonus) * keep
+        nll_out[c0:c1] = nll * keep
+        bonus_out[c0:c1] = bonus * keep
+        if not self.need_s:
+            return
+        rows = row_state(w, norm, sums if sums is not None else _no_bonus(norm), t, wrong)
+        if self.rows is not None:
+            self.rows.store(c0, c1, rows)
+        if self.grad is not None:
+            write_gradient(p, sums.d_entries if sums is not None else None, rows, t, self.grad_scale[c0:c1], w,
+                           self.grad[c0:c1])
 
-    eps = spec.label_smoothing
-    eps_i = eps / (V - 1)
-    active = spec.active
-    rho = spec.bonus_weight
-    lam = spec.smoothing_b if active else 0.0
-    lam_i = lam / (V - 1)
-    step = _chunk_rows(V, chunk_rows)
-    # The paper's bonus (log, no start, LE >= 0.5) with λ > 0 takes a fast path.
-    fast_log = active and lam > 0 and spec.bonus == "log" and spec.bonus_start == 0.0 and spec.log_end >= 0.5
-    def chunk(c0, c1, work):
-        """Rows c0:c1 (of the valid rows when compact): writes their loss parts
-        and gradient rows, returns their diagnostics (or None)."""
-        st = None
-        if not compact:
-            sl = slice(c0, c1)
-            z = logits2d[sl]
-            tc = t[sl]
-            vc = None if all_valid else valid[sl]
-        else:
-            sl = rows_idx[c0:c1]
-            z = logits2d.index_select(0, sl)
-            tc = t.index_select(0, sl)
-            vc = None
-        z = z.float()
-        tcu = tc.unsqueeze(1)
-        if isinstance(scale, torch.Tensor):  # per row
-            sc = scale[sl] if not compact else scale.index_select(0, sl)
-            sc_col = sc.unsqueeze(1)
-        else:
-            sc = sc_col = scale
-
-        # Normaliser from e = exp(z - max): the sum over the non-target classes
-        # s_o is taken on its own, so 1 - p_t = s_o / Σe and
-        # lp_t = -log1p(s_o / e_t) stay accurate as p_t → 1 (no cancellation).
-        # Diagnostics on a GPU: the two largest logits per row in one pass
-        # (the max, the argmax and the best logit other than the target). On
-        # the CPU the best other logit comes out of the normaliser's pass below.
-        if want_stats and sync_free:
-            top2 = z.topk(2, dim=1)
-            zmax, amax = top2.values[:, 0], top2.indices[:, 0]
-        else:
-            top2, amax = None, None
-            zmax = z.amax(dim=1)
-        p = torch.sub(z, zmax.unsqueeze(1), out=work[0][: c1 - c0])
-        p.exp_()
-        e_t = p.gather(1, tcu)
-        p.scatter_(1, tcu, 0.0)
-        s_o = p.sum(1)
-        if want_stats and not sync_free:
-            # the best non-target logit, from the largest non-target exp(z - max)
-            e_bo = p.amax(1)
-            best_other = zmax + e_bo.log()
-            under = (e_bo == 0).nonzero().squeeze(1)  # exp underflowed: the target leads by > 87
-            if under.numel():
-                zu = z.index_select(0, under).scatter_(1, tcu.index_select(0, under), float("-inf"))
-                best_other.index_copy_(0, under, zu.amax(1))
-        p.scatter_(1, tcu, e_t)
-        e_t = e_t.squeeze(1)
-        sumexp = s_o + e_t
-        z_t = z.gather(1, tcu).squeeze(1)
-        if lam > 0:
-            # Rows whose argmax a is not the target and has p_a = 1/Σe > 0.5
-            # (confidently wrong; rare): a and the exact 1 - p_a = Σ_{v≠a} e_v / Σe.
-            wrong_mask = (sumexp < 2.0) & (z_t < zmax)
-            if sync_free:
-                # every row, the non-wrong ones pointed at their target column
-                # (already excluded) with a zero fix-up: no wait for the device
-                a_all = (amax if amax is not None else z.argmax(1)).unsqueeze(1)
-                p.scatter_(1, a_all, 0.0)
-                s_na = p.sum(1)
-                p.scatter_(1, a_all, 1.0)  # e_a = exp(0)
-                rows_all = torch.arange(c1 - c0, device=dev)
-                cols = torch.where(wrong_mask, a_all.squeeze(1), tc)
-                fix_in = (rows_all, cols, 1.0 / sumexp, s_na / sumexp, wrong_mask)
-            elif bool((wrong := wrong_mask.nonzero().squeeze(1)).numel()):
-                e_w = p.index_select(0, wrong)
-                # the argmax from exp(z - max) itself: in these rows it is the one
-                # entry with e >= 1/2 of the sum (e = 1), so no tie is possible
-                a_w = e_w.argmax(1)
-                e_w.scatter_(1, a_w.unsqueeze(1), 0.0)
-                s_w = sumexp.index_select(0, wrong)
-                fix_in = (wrong, a_w, 1.0 / s_w, e_w.sum(1) / s_w, None)
-            else:
-                empty = wrong.new_zeros(0)
-                fix_in = (wrong, empty, p.new_zeros(0), p.new_zeros(0), None)
-        lse = zmax + sumexp.log()
-        lp_t = torch.where(e_t > 1e-30, -torch.log1p(s_o / e_t.clamp_min(1e-30)), z_t - lse)
-        omp_t = s_o / sumexp
-        p.mul_(sumexp.reciprocal().unsqueeze(1))
-
-        # Label-smoothed CE written as fairseq writes it, so ρ = 0 matches it:
-        #   (1 - ε - ε_i)·nll + ε_i·(-Σ_v lp_v),  ε_i = ε/(V-1),  Σ_v lp_v = Σ_v z_v - V·lse.
-        nll = -lp_t
-        ce = (1.0 - eps - eps_i) * nll + eps_i * (V * lse - z.sum(1)) if eps > 0 else nll
-
-        if want_stats:
-            st = token_stats(z, tc, lp_t, torch.ones_like(tc, dtype=torch.bool) if vc is None else vc, top2,
-                             best_other=None if sync_free else best_other)
-
-        # Bonus ρ·Σ_v q'_v B(p_v) with q'_y = 1-λ, q'_v = λ_i = λ/(V-1).
-        p_t = e_t / sumexp
-        if active:
-            b_t, d_t = spec.curve(p_t, omp_t)
-            if lam > 0:
-                b_rest, d_rest, d_all, fix = _bonus_rest(spec, fast_log, p, tc, *fix_in, work=work[1:],
-                                                         need_d=grad is not None)
-                s_rest = lam_i * d_rest if d_rest is not None else None
-                bonus = rho * ((1.0 - lam) * b_t + lam_i * b_rest)
-            else:
-                d_all, fix = None, None
-                s_rest = torch.zeros_like(d_t)
-                bonus = rho * b_t
-            s_tot = (1.0 - lam) * d_t + s_rest if grad is not None else None  # S = Σ_v q'_v D(p_v)
-        else:
-            bonus = torch.zeros_like(nll)
-
-        if vc is not None:  # padding rows inside a contiguous chunk
-            keep = vc.to(nll.dtype)
-            ce, nll, bonus = ce * keep, nll * keep, bonus * keep
-        if not compact:
-            loss_tok[sl] = ce + bonus
-            nll_tok[sl] = nll
-            bonus_tok[sl] = bonus
-        else:
-            loss_tok.index_copy_(0, sl, ce + bonus)
-            nll_tok.index_copy_(0, sl, nll)
-            bonus_tok.index_copy_(0, sl, bonus)
-
-        if grad is None:
-            return st
-        # ∂loss/∂z_j = p_j - q_j + ρ·(q'_j D(p_j) - p_j S). Off-target that is
-        #   p_j·(1 - ρS) + ρ λ_i D(p_j) - ε_i,
-        # and on target, kept in fp32 from 1-p_t so it does not cancel as p → 1:
-        #   -(1-p_t) + ε + ρ·((1-λ) D(p_t)(1-p_t) - p_t S_rest).
-        g_t = eps - omp_t
-        if active:
-            coef = (1.0 - rho * s_tot) * sc
-            g_t = g_t + rho * ((1.0 - lam) * d_t * omp_t - p_t * s_rest)
-        else:
-            coef = torch.ones_like(nll) * sc
-        direct = not compact and grad.dtype == torch.float32
-        g = torch.mul(p, coef.unsqueeze(1), out=grad[sl]) if direct else p.mul_(coef.unsqueeze(1))
-        if active and d_all is not None:
-            if isinstance(sc, torch.Tensor):
-                g.addcmul_(d_all, sc_col, value=rho * lam_i)
-            else:
-                g.add_(d_all, alpha=rho * lam_i * sc)
-        if eps_i > 0:
-            g.sub_(sc_col * eps_i)
-        g.scatter_(1, tcu, (g_t * sc).unsqueeze(1))
-        if active and d_all is not None and fix[0].numel():
-            # a confident wrong argmax a: exact like the target, since with an
-            # unbounded D its two terms cancel as p_a → 1:
-            #   p_a - ε_i + ρ·(λ_i D(p_a)(1-p_a) - p_a (S - λ_i D(p_a)))
-            rows, cols = fix
-            pa, oa, mask = fix_in[2], fix_in[3], fix_in[4]
-            da = d_all[rows, cols]
-            s_wo = s_tot.index_select(0, rows) - lam_i * da
-            sc_r = sc.index_select(0, rows) if isinstance(sc, torch.Tensor) else sc
-            fixed = (pa - eps_i + rho * (lam_i * da * oa - pa * s_wo)) * sc_r
-            if mask is not None:  # sync-free: rows that are not wrong keep their value
-                fixed = torch.where(mask, fixed, g[rows, cols])
-            g[rows, cols] = fixed
-        if vc is not None:
-            if sync_free:
-                g.masked_fill_(~vc.unsqueeze(1), 0.0)
-            else:
-                pad_rows = (~vc).nonzero().squeeze(1)
-                if pad_rows.numel():
-                    g.index_fill_(0, pad_rows, 0.0)
-        if direct:
-            return st
-        if not compact:
-            grad[sl].copy_(g)
-        else:
-            grad.index_copy_(0, sl, g.to(grad.dtype))
-        return st
-
-    # Chunk-sized work buffers are allocated once per worker: fresh 2 MiB
-    # allocations per chunk would each be mapped and faulted in again.
-    def make_work():
-        return [torch.empty(min(step, max(n_rows, 1)), V, dtype=torch.float32, device=dev)
-                for _ in range(2 if fast_log else 1)]
-
-    spans = [(c0, min(c0 + step, n_rows)) for c0 in range(0, n_rows, step)]
-    parts = run_chunks(chunk, spans, make_work, cpu_workers(logits2d, len(spans)))
-    if want_stats:
-        for st in parts:  # in chunk order: the same sums whatever the threads did
-            stats += st
-    return loss_tok, nll_tok, bonus_tok, grad, stats
+    def result(self) -> KernelForward:
+        stats = diagnostics(self.valid, *self.per_row) if self.want_stats else None
+        return KernelForward(*self.per_token, stats, self.rows, self.grad)
 
 
-class ChunkedEncouragingLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits2d, target1d, spec, ignore_index, reduction, want_stats, chunk_rows, inplace):
-        valid = target1d != ignore_index
-        t = torch.where(valid, target1d, torch.zeros_like(target1d)).long()
-        n_valid = valid.sum()
-        scale = 1.0 / max(int(n_valid), 1) if reduction == "mean" else 1.0
-        # fp32 logits: the gradient is formed during this pass. fp16/bf16: in
-        # backward, where the upstream gradient (a loss scale up to 2^16) is
-        # known, so it is formed in fp32 with it and cast once; formed in the
-        # input dtype first, it would overflow or flush to zero.
-        deferred = ctx.needs_input_grad[0] and logits2d.dtype in LOW_PRECISION
-        need_grad = ctx.needs_input_grad[0] and not deferred
-        loss_tok, nll_tok, bonus_tok, grad, stats = chunked_compute(
-            logits2d, t, valid, spec, scale, need_grad, want_stats, chunk_rows, inplace
-        )
-        ctx.grad = grad
-        ctx.reduction = reduction
-        ctx.deferred = (logits2d, t, valid, spec, scale, chunk_rows, inplace) if deferred else None
-        return finish_forward(ctx, (loss_tok, nll_tok, bonus_tok), stats, n_valid, reduction, logits2d.device)
+def _no_bonus(norm: Normaliser) -> BonusSums:
+    zero = torch.zeros_like(norm.sum_exp)
+    return BonusSums(zero, zero, zero, zero, zero[:0], None)
+
+
+class _Backward(_Call):
+    def __init__(self, z, targets, spec, sync_free, chunk_rows, rows: RowState, grad_scale, grad_out):
+        super().__init__(z, targets, spec, sync_free, chunk_rows)
+        self.rows, self.grad_scale, self.grad = rows, grad_scale, grad_out
+
+    def chunk(self, c0, c1, work):
+        rows = self.rows.slice(c0, c1)
+        p = torch.sub(self.z[c0:c1].float(), rows.row_max.unsqueeze(1), out=work[0][: c1 - c0])
+        p.exp_().mul_(rows.inv_sum.unsqueeze(1))
+        d = d_entries_of(self.spec, p, work[1] if len(work) > 1 else None) if self.exact_wrong else None
+        write_gradient(p, d, rows, self.t[c0:c1], self.grad_scale[c0:c1], self.w, self.grad[c0:c1])
+
+
+class ChunkedKernel:
+    """The chunked implementation behind the shared autograd function (ops/function.py)."""
+
+    name = "chunked"
 
     @staticmethod
-    def backward(ctx, g_loss, *unused):
-        if ctx.deferred is not None:
-            z, t, valid, spec, scale, chunk_rows, inplace = ctx.deferred
-            ctx.deferred = None
-            rows = upstream_rows(g_loss, z.shape[0]) * scale
-            grad = chunked_compute(z, t, valid, spec, rows, True, False, chunk_rows, inplace)[3]
-            return grad, None, None, None, None, None, None, None
-        return take_saved_grad(ctx, g_loss, "chunked"), None, None, None, None, None, None, None
+    def eager_gradient(z, sync_free: bool) -> bool:
+        """fp32 logits on the CPU: the gradient is formed in the forward pass,
+        while each chunk's probabilities are in cache."""
+        return z.dtype == torch.float32 and not sync_free
 
+    @staticmethod
+    def forward(z, targets: Targets, spec: BonusSpec, *, want_stats: bool, grad_scale=None, save_rows=False,
+                inplace=False, sync_free=False, chunk_rows=None) -> KernelForward:
+        grad = None
+        if grad_scale is not None:
+            grad = z if inplace else torch.empty_like(z)
+        call = _Forward(z, targets, spec, sync_free, chunk_rows, want_stats, grad_scale, save_rows, grad)
+        call.run(call.chunk)
+        return call.result()
 
-def chunked_forward(
-    logits, target, spec: BonusSpec, ignore_index: int, reduction: str, want_stats: bool,
-    chunk_rows: int | None = None, inplace_backward: bool = False,
-) -> ELResult:
-    V = logits.size(-1)
-    shape = target.shape
-    z = logits.reshape(-1, V)
-    if not z.is_contiguous():
-        z = z.contiguous()
-    tgt = target.reshape(-1)
-    if torch.is_grad_enabled() and logits.requires_grad:
-        loss, nll, bonus, stats = ChunkedEncouragingLoss.apply(
-            z, tgt, spec, ignore_index, reduction, want_stats, chunk_rows, inplace_backward
-        )
-    else:
-        with torch.no_grad():
-            valid = tgt != ignore_index
-            t = torch.where(valid, tgt, torch.zeros_like(tgt)).long()
-            lt, nt, bt, _, stats = chunked_compute(z, t, valid, spec, 1.0, False, want_stats, chunk_rows)
-            n_valid = valid.sum()
-            loss, nll, bonus = (reduce_tokens(x, n_valid, reduction) for x in (lt, nt, bt))
-    if reduction == "none":
-        loss, nll, bonus = loss.view(shape), nll.view(shape), bonus.view(shape)
-    return ELResult(loss, nll, bonus, stats if want_stats else None)
+    @staticmethod
+    def backward(z, targets: Targets, spec: BonusSpec, rows: RowState, grad_scale, *, inplace=False,
+                 sync_free=False, chunk_rows=None):
+        grad = z if inplace else torch.empty_like(z)
+        call = _Backward(z, targets, spec, sync_free, chunk_rows, rows, grad_scale, grad)
+        call.run(call.chunk)
+        return grad

@@ -1,35 +1,139 @@
-"""Pieces shared by every implementation: input checks, reduction, diagnostics."""
+"""What every implementation shares: the result types, input checks, the
+target preamble, reduction and the diagnostics."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
 from .bonus import REDUCTIONS, ELConfigError
+from .targets import check_target_range
 
-# Input dtypes whose gradient is formed in fp32 with the upstream gradient
-# folded in, then cast once (not formed in the input dtype and scaled later).
+# Input dtypes whose gradient is formed in backward, in fp32 with the upstream
+# gradient folded in, then cast once (docs/design.md, "Mixed precision").
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
-# Diagnostics, summed over the non-ignored tokens, in this order (float64).
-STAT_NAMES = ("n_tokens", "sum_target_prob", "n_well_classified", "sum_margin", "n_correct")
+
+class Diagnostics(NamedTuple):
+    """What the paper argues EL improves, summed over the non-ignored tokens
+    (0-d float64 tensors, so that they add up across batches and workers)."""
+
+    n_tokens: torch.Tensor
+    sum_target_prob: torch.Tensor
+    n_well_classified: torch.Tensor  # tokens with p_target > 0.5
+    sum_margin: torch.Tensor  # target logit minus the best other logit
+    n_correct: torch.Tensor  # target logit above every other (a tie counts as wrong)
+
+    def vector(self) -> torch.Tensor:
+        return torch.stack(tuple(self))
+
+
+STAT_NAMES = Diagnostics._fields
 
 
 class ELResult(NamedTuple):
-    """What every implementation returns.
-
-    ``loss`` is differentiable; ``nll_loss`` (−log p_target) and ``bonus_loss``
-    (ρ Σ q' B, already weighted) are detached and reduced like ``loss``;
-    ``stats`` is a float64 vector named by ``STAT_NAMES`` (or None).
-    """
+    """What every implementation returns. ``loss`` is differentiable;
+    ``nll_loss`` (−log p_target) and ``bonus_loss`` (ρ Σ q' B, already
+    weighted) are detached and reduced like ``loss``."""
 
     loss: torch.Tensor
     nll_loss: torch.Tensor
     bonus_loss: torch.Tensor
-    stats: torch.Tensor | None
+    stats: Optional[Diagnostics]
 
 
-def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, ignore_index: int = -100):
+class Weights(NamedTuple):
+    """The numbers the loss is made of, for a vocabulary of V classes: label
+    smoothing ε (ε_i = ε/(V−1) per other class), bonus smoothing λ (λ_i) and
+    the bonus weight ρ; λ and ρ are 0 where the bonus is inactive."""
+
+    V: int
+    eps: float
+    eps_i: float
+    lam: float
+    lam_i: float
+    rho: float
+    active: bool
+
+
+def weights(spec, V: int) -> Weights:
+    active = spec.active
+    lam = spec.smoothing_b if active else 0.0
+    eps = spec.label_smoothing
+    return Weights(V, eps, eps / (V - 1), lam, lam / (V - 1), spec.bonus_weight if active else 0.0, active)
+
+
+class RowState(NamedTuple):
+    """What the gradient of a row needs, saved by forward (docs/design.md,
+    "The gradient"): with p = exp(z − row_max)·inv_sum, the row's gradient is
+    p·coef + ρλ_i·D(p) − ε_i, except at ``argmax_col`` (``grad_argmax``) and at
+    the target (``grad_target``), all times the row's scale."""
+
+    row_max: torch.Tensor
+    inv_sum: torch.Tensor
+    coef: torch.Tensor
+    grad_target: torch.Tensor
+    grad_argmax: torch.Tensor
+    argmax_col: torch.Tensor  # int64; the target's column where no exact argmax entry is needed
+
+    @classmethod
+    def empty(cls, n: int, device) -> "RowState":
+        f = [torch.empty(n, dtype=torch.float32, device=device) for _ in range(5)]
+        return cls(*f, torch.empty(n, dtype=torch.int64, device=device))
+
+    def store(self, c0: int, c1: int, rows: "RowState") -> None:
+        for dst, src in zip(self, rows):
+            dst[c0:c1] = src
+
+    def slice(self, c0: int, c1: int) -> "RowState":
+        return RowState(*(x[c0:c1] for x in self))
+
+
+class KernelForward(NamedTuple):
+    """What an implementation's forward returns: per-token loss parts (fp32,
+    0 on ignored rows), diagnostics, the row state for backward and, where it
+    was formed at once, the gradient."""
+
+    loss: torch.Tensor
+    nll: torch.Tensor
+    bonus: torch.Tensor
+    stats: Optional[Diagnostics]
+    rows: Optional[RowState]
+    grad: Optional[torch.Tensor]
+
+
+class Targets(NamedTuple):
+    """The preamble of every implementation, computed once per call."""
+
+    safe: torch.Tensor  # int64 class ids; ignored and out-of-range entries replaced by 0
+    valid: torch.Tensor  # bool: not ignore_index (and in range)
+    n_valid: torch.Tensor  # int64, 0-d, on the device (never read by the host)
+
+
+def prepare_targets(target: torch.Tensor, V: int, ignore_index: int) -> Targets:
+    # an out-of-range id is reported by ops/targets.py; meanwhile it counts as padding
+    valid = (target != ignore_index) & (target >= 0) & (target < V)
+    safe = torch.where(valid, target, torch.zeros_like(target)).long()
+    return Targets(safe, valid, valid.sum())
+
+
+def grad_scale(targets: Targets, reduction: str) -> torch.Tensor:
+    """The factor of each row's gradient before the upstream gradient: 1 (sum,
+    none) or 1 / max(n_valid, 1) (mean), and 0 on ignored rows (fp32)."""
+    rows = targets.valid.to(torch.float32)
+    if reduction == "mean":
+        rows = rows / targets.n_valid.clamp_min(1).to(torch.float32)
+    return rows
+
+
+def upstream_rows(g_loss: torch.Tensor, n: int) -> torch.Tensor:
+    """The upstream gradient as one fp32 factor per row."""
+    g = g_loss.detach().to(torch.float32).reshape(-1)
+    return g.expand(n) if g.numel() == 1 else g
+
+
+def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, ignore_index: int = -100,
+                 sync_free: bool = False) -> None:
     if reduction not in REDUCTIONS:
         raise ELConfigError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
     if logits.dim() < 1:
@@ -42,18 +146,7 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, ign
         raise ValueError(f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)} minus the class dim")
     if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
         raise TypeError(f"target must be an integer tensor; got {target.dtype}")
-    check_target_range(target, logits.size(-1), ignore_index)
-
-
-def check_target_range(target: torch.Tensor, V: int, ignore_index: int) -> None:
-    """Class ids outside [0, V) that are not ``ignore_index`` would be read out
-    of bounds by a kernel: refuse them, as ``gather`` would (one host sync)."""
-    if target.numel() == 0:
-        return
-    bad = ((target < 0) | (target >= V)) & (target != ignore_index)
-    if bool(bad.any()):
-        first = target[bad][0].item()
-        raise IndexError(f"target holds class id {first}, outside [0, {V}) and not ignore_index ({ignore_index})")
+    check_target_range(target, logits.size(-1), ignore_index, deferred=sync_free)
 
 
 def reduce_tokens(per_token: torch.Tensor, n_valid: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -67,64 +160,15 @@ def reduce_tokens(per_token: torch.Tensor, n_valid: torch.Tensor, reduction: str
     return total / n_valid.clamp_min(1).to(total.dtype)
 
 
-def finish_forward(ctx, per_token, stats, n_valid, reduction, device):
-    """Reduce (loss, nll, bonus) and mark all but the loss non-differentiable:
-    the tail of every implementation's ``autograd.Function.forward``."""
-    out = [reduce_tokens(x, n_valid, reduction) for x in per_token]
-    if stats is None:
-        stats = torch.zeros(0, dtype=torch.float64, device=device)
-    ctx.mark_non_differentiable(out[1], out[2], stats)
-    return out[0], out[1], out[2], stats
-
-
-def take_saved_grad(ctx, g_loss, impl: str) -> torch.Tensor:
-    """The gradient produced during forward, scaled in place by the upstream
-    gradient (per token for reduction 'none'). Usable for one backward only."""
-    grad = ctx.grad
-    if grad is None:
-        raise RuntimeError(f"the {impl} encouraging loss keeps its gradient for one backward pass only")
-    ctx.grad = None
-    if ctx.reduction == "none":
-        grad.mul_(g_loss.to(grad.dtype).unsqueeze(1))
-    elif g_loss.numel() != 1 or float(g_loss) != 1.0:
-        grad.mul_(g_loss.to(grad.dtype))
-    return grad
-
-
-def upstream_rows(g_loss: torch.Tensor, n: int) -> torch.Tensor:
-    """The upstream gradient as one contiguous fp32 factor per row."""
-    g = g_loss.detach().to(torch.float32).reshape(-1)
-    return g.expand(n).contiguous() if g.numel() == 1 else g.contiguous()
-
-
 @torch.no_grad()
-def token_stats(z, t, lp_t, valid, top2=None, best_other=None) -> torch.Tensor:
-    """Diagnostics for rows ``z`` ([n, V], V >= 2) with safe targets ``t``:
-    target probability, p > 0.5, logit margin (target minus best other) and
-    argmax correctness, summed over ``valid`` rows. ``top2`` is
-    ``z.topk(2, dim=-1)`` when the caller already has it: the best logit other
-    than the target is the first of the two unless the target is the argmax,
-    so no row is copied and nothing waits for the device. Or ``best_other``
-    itself, when the caller found it in its own pass (the argmax is then the
-    target exactly when the target logit is above every other)."""
-    z_t = z.gather(-1, t.unsqueeze(-1)).squeeze(-1)
-    if best_other is not None:
-        correct = z_t > best_other
-    else:
-        if top2 is None:
-            top2 = z.topk(2, dim=-1)
-        vals, idx = top2
-        correct = idx[..., 0] == t
-        best_other = torch.where(correct, vals[..., 1], vals[..., 0])
-    p_t = lp_t.exp()
-    margin = z_t - best_other
+def diagnostics(valid: torch.Tensor, p_target: torch.Tensor, margin: torch.Tensor, correct: torch.Tensor) -> Diagnostics:
+    """Sums over the valid rows of per-row target probability, margin and
+    correctness (any float or bool dtype; entries of ignored rows are masked)."""
     v = valid.to(torch.float64)
-    return torch.stack(
-        [
-            v.sum(),
-            (p_t.double() * v).sum(),
-            ((p_t > 0.5).double() * v).sum(),
-            (margin.double() * v).sum(),
-            (correct.double() * v).sum(),
-        ]
-    )
+    p = p_target.double() * v
+    return Diagnostics(v.sum(), p.sum(), ((p_target > 0.5).double() * v).sum(), (margin.double() * v).sum(),
+                       (correct.double() * v).sum())
+
+
+def add_diagnostics(a: Optional[Diagnostics], b: Diagnostics) -> Diagnostics:
+    return b if a is None else Diagnostics(*(x + y for x, y in zip(a, b)))

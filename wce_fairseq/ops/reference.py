@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from .bonus import BonusSpec
-from .common import ELResult, reduce_tokens, token_stats
+from .common import ELResult, diagnostics, reduce_tokens
 
 
 def smoothed_target(t: torch.Tensor, V: int, eps: float, dtype) -> torch.Tensor:
@@ -45,7 +45,12 @@ def reference_forward(logits, target, spec: BonusSpec, ignore_index: int, reduct
     def red(x):
         return reduce_tokens(x.reshape(shape), n_valid, reduction)
 
-    stats = token_stats(z.detach(), t, -nll.detach(), valid) if want_stats else None
+    stats = None
+    if want_stats:
+        with torch.no_grad():
+            z_t = z.gather(-1, t.unsqueeze(-1)).squeeze(-1)
+            best_other = z.scatter(-1, t.unsqueeze(-1), float("-inf")).amax(-1)
+            stats = diagnostics(valid, (-nll).exp(), z_t - best_other, z_t > best_other)
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     return ELResult(red(loss).to(out_dtype), red((nll * vf).detach()).to(out_dtype),
                     red((bonus * vf).detach()).to(out_dtype), stats)

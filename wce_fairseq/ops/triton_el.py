@@ -1,15 +1,20 @@
-"""``impl="triton"``: one fused kernel per token row.
+"""``impl="triton"``: two kernels, one program per token row.
 
-Pass 1 reads the row once for the online max / sum-exp, Σ z (for the smoothing
-term) and the best non-target logit (for the margin); pass 2 (only with bonus
-smoothing λ > 0) reads it again for Σ B(p) and S = Σ q' D(p); pass 3 reads it a
-third time and writes the gradient. No other buffer of size N×V exists: the
-gradient goes to its own buffer, or over the logits with
-``inplace_backward=True``. All math is fp32; the target-class gradient is formed
-from ``lp_t`` so it does not cancel as p → 1.
+* :func:`el_forward_kernel` reads the row once for the online max and
+  normaliser (and the sums that make 1 − p exact for the target and the
+  row's argmax), and — with bonus smoothing λ > 0 — once more for Σ B(p) and
+  S = Σ q'D(p). It writes the per-token loss parts, the diagnostics and the
+  row state (``common.RowState``: six numbers per row).
+* :func:`el_backward_kernel` reads the row once more and writes its gradient,
+  with the upstream gradient folded in, in fp32, before the one cast.
+
+Forward + backward: three passes over the logits with λ = 0, four with λ > 0,
+for every dtype; no other N×V buffer (the gradient goes to its own buffer or
+over the logits). The launch configuration comes from ``triton_config``.
 
 Imported only where Triton can run (CUDA, or ``TRITON_INTERPRET=1`` on the CPU,
-which is how the tests exercise it).
+which is how the tests run it); ``tests/test_triton_compile.py`` compiles both
+kernels for real GPUs offline.
 """
 from __future__ import annotations
 
@@ -18,9 +23,19 @@ import triton
 import triton.language as tl
 
 from .bonus import BonusSpec
-from .common import LOW_PRECISION, ELResult, finish_forward, reduce_tokens, take_saved_grad, upstream_rows
+from .common import KernelForward, RowState, Targets, diagnostics, weights
+from .triton_config import AUTOTUNE_CANDIDATES, COMPILE_OPTIONS, autotune_enabled, launch_config
 
-_BONUS_CODE = {"log": 0, "power": 1, "cos": 2, "none": 3}
+# BONUS constexpr: the shape of B, or none where the bonus is inactive
+BONUS_CODES = {"log": 0, "log_clamped": 1, "power": 2, "cos": 3, "none": 4}
+
+
+def bonus_code(spec: BonusSpec) -> int:
+    if not spec.active:
+        return BONUS_CODES["none"]
+    if spec.bonus == "log" and spec.log_end >= 1.0:
+        return BONUS_CODES["log_clamped"]
+    return BONUS_CODES[spec.bonus]
 
 
 @triton.jit
@@ -31,258 +46,309 @@ def _log1p(x):
 
 
 @triton.jit
-def _bonus_curve(p, omp, le, gamma, start, b_start, BONUS: tl.constexpr, LOG_CLAMPED: tl.constexpr,
-                 HAS_START: tl.constexpr):
-    """(B_s(p), p·B_s'(p)); omp = 1 - p computed by the caller."""
-    if BONUS == 0:
-        if LOG_CLAMPED:
-            # log(max(1-p, 1e-5)) (bonus.LOG_CLAMP); derivative 0 inside the clamp
-            om = tl.maximum(omp, 1e-5)
-            b = tl.log(om)
-            d = tl.where(omp > 1e-5, -p / om, 0.0)
-        else:
-            # conservative log: log(1 - min(p, LE)) - relu(p - LE)/(1 - LE); p·B' = -p/(1 - min(p, LE))
-            pc = tl.minimum(p, le)
-            b = tl.log(1.0 - pc) - tl.maximum(p - le, 0.0) / (1.0 - le)
-            d = -p / (1.0 - pc)
-    elif BONUS == 1:
-        # -p^γ, p·B' = -γ p^γ (0 at p = 0 for any γ > 0)
-        pg = tl.where(p > 0.0, tl.exp(gamma * tl.log(tl.maximum(p, 1e-38))), 0.0)
-        b = -pg
-        d = -gamma * pg
-    elif BONUS == 2:
-        b = tl.cos(3.141592653589793 * p) - 1.0
-        d = -3.141592653589793 * p * tl.sin(3.141592653589793 * p)
-    else:
-        b = p * 0.0
-        d = p * 0.0
-    if HAS_START:
-        keep = p >= start
-        b = tl.where(keep, b - b_start, 0.0)
-        d = tl.where(keep, d, 0.0)
-    return b, d
+def _sin_cos_half_pi(p):
+    """sin and cos of x = πp/2 for p in [0, 1] (x in [0, π/2]): Taylor series
+    to x^13 and x^14, whose truncation (< 1e-9) is below fp32 rounding. Plain
+    multiply-adds: no libdevice range reduction, few registers."""
+    x = 1.5707963267948966 * p
+    x2 = x * x
+    s = 1.0 / 6227020800
+    s = -1.0 / 39916800 + x2 * s
+    s = 1.0 / 362880 + x2 * s
+    s = -1.0 / 5040 + x2 * s
+    s = 1.0 / 120 + x2 * s
+    s = -1.0 / 6 + x2 * s
+    s = x * (1.0 + x2 * s)
+    c = -1.0 / 87178291200
+    c = 1.0 / 479001600 + x2 * c
+    c = -1.0 / 3628800 + x2 * c
+    c = 1.0 / 40320 + x2 * c
+    c = -1.0 / 720 + x2 * c
+    c = 1.0 / 24 + x2 * c
+    c = -0.5 + x2 * c
+    c = 1.0 + x2 * c
+    return s, c
 
 
 @triton.jit
-def _el_fwd_kernel(
-    z_ptr, z_stride, t_ptr, g_ptr, g_stride,
-    loss_ptr, nll_ptr, bonus_ptr, pt_ptr, margin_ptr, correct_ptr,
-    V, ignore_index, eps, eps_i, lam, lam_i, rho, le, gamma, start, b_start, scale, rs_ptr,
-    BONUS: tl.constexpr, LOG_CLAMPED: tl.constexpr, HAS_START: tl.constexpr, ACTIVE: tl.constexpr,
-    LAM_POS: tl.constexpr, NEED_GRAD: tl.constexpr, ROW_SCALE: tl.constexpr, BLOCK: tl.constexpr,
+def _bonus_curve(p, omp, le, gamma, start, b_start, BONUS: tl.constexpr):
+    """(B_s(p), p·B_s'(p)); ``omp`` = 1 − p computed by the caller; the start
+    shift (s = ``start``, B(s) = ``b_start``) is a no-op at s = 0."""
+    if BONUS == 0:
+        # conservative log: log(1 − min(p, LE)) − relu(p − LE)/(1 − LE); p·B' = −p/(1 − min(p, LE))
+        pc = tl.minimum(p, le)
+        b = tl.log(1.0 - pc) - tl.maximum(p - le, 0.0) / (1.0 - le)
+        d = -p / (1.0 - pc)
+    elif BONUS == 1:
+        # log(max(1 − p, 1e-5)) (bonus.LOG_CLAMP); derivative 0 inside the clamp
+        om = tl.maximum(omp, 1e-5)
+        b = tl.log(om)
+        d = tl.where(omp > 1e-5, -p / om, 0.0)
+    elif BONUS == 2:
+        # −p^γ, p·B' = −γ p^γ (0 at p = 0 for any γ > 0)
+        pg = tl.where(p > 0.0, tl.exp(gamma * tl.log(tl.maximum(p, 1e-38))), 0.0)
+        b = -pg
+        d = -gamma * pg
+    else:
+        # cos(πp) − 1 = −2 sin²(πp/2) (no cancellation at small p); −πp·sin(πp) = −2πp·sin(πp/2)·cos(πp/2)
+        s, c = _sin_cos_half_pi(p)
+        b = -2.0 * s * s
+        d = -6.283185307179586 * p * s * c
+    keep = p >= start
+    return tl.where(keep, b - b_start, 0.0), tl.where(keep, d, 0.0)
+
+
+@triton.jit
+def el_forward_kernel(
+    z_ptr, z_stride, t_ptr, valid_ptr, V,
+    eps, eps_i, lam, lam_i, rho, le, gamma, start, b_start,
+    loss_ptr, nll_ptr, bonus_ptr, p_target_ptr, margin_ptr, correct_ptr,
+    row_max_ptr, inv_sum_ptr, coef_ptr, grad_target_ptr, grad_argmax_ptr, argmax_col_ptr,
+    BONUS: tl.constexpr, LAM_POS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     z_row = z_ptr + row * z_stride
-    y = tl.load(t_ptr + row).to(tl.int64)
-    valid = y != ignore_index
-    y = tl.where(valid, y, 0)
-    vf = valid.to(tl.float32)
+    y = tl.load(t_ptr + row).to(tl.int64)  # a safe id: ignored and out-of-range targets are 0
+    vf = tl.load(valid_ptr + row).to(tl.float32)
     cols = tl.arange(0, BLOCK)
-
-    # Pass 1: online max m and d = Σ exp(z - m), also without the target (d_o)
-    # and without the row's argmax a (d_a); Σ (z - z_t); the best logit other
-    # than y. Everything after works from z - m, exact near the max, never from
-    # z - lse, whose rounding (ulp of lse) would blur every p when logits are
-    # large.
     z_t = tl.load(z_row + y).to(tl.float32)
+
+    # Step 1. One pass: the online max m and d = Σ exp(z − m); the same sum
+    # without the target (d_t: 1 − p_t = d_t/d exactly) and without the row's
+    # first argmax a (d_a: 1 − p_a = d_a/d); Σ (z − z_t) for the smoothing
+    # term; the best logit other than y. Everything after works from z − m,
+    # exact near the max, never from z − lse (whose ulp would blur every p).
     m = -float("inf")
     d = 0.0
-    d_o = 0.0  # Σ_{v≠y} exp(z_v - m): gives 1 - p_t = d_o / d with no cancellation
-    d_a = 0.0  # Σ_{v≠a} exp(z_v - m): 1 - p_a = d_a / d for a wrong argmax a
+    d_t = 0.0
+    d_a = 0.0
     a = 0
-    acc_z = tl.zeros([BLOCK], dtype=tl.float32)
-    best_o = tl.full([BLOCK], -float("inf"), tl.float32)
-    for start_col in range(0, V, BLOCK):
-        c = start_col + cols
-        msk = c < V
-        x = tl.load(z_row + c, mask=msk, other=-float("inf")).to(tl.float32)
+    sum_z = 0.0
+    best_other = -float("inf")
+    for c0 in range(0, V, BLOCK):
+        c = c0 + cols
+        x = tl.load(z_row + c, mask=c < V, other=-float("inf")).to(tl.float32)
         b_max = tl.max(x, 0)
-        b_pos = start_col + tl.argmax(x, 0)  # first maximum of the block
+        b_pos = c0 + tl.argmax(x, 0)  # first maximum of the block
         m_new = tl.maximum(m, b_max)
         e = tl.exp(x - m_new)
         rescale = tl.exp(m - m_new)
         b_sum = tl.sum(e, 0)
         d = d * rescale + b_sum
-        d_o = d_o * rescale + tl.sum(tl.where(c == y, 0.0, e), 0)
-        # a new maximum: the old one (weight 1 before rescaling) joins d_a;
-        # a tie keeps the earlier index as a
+        d_t = d_t * rescale + tl.sum(tl.where(c == y, 0.0, e), 0)
+        # a new maximum: the old one (weight 1 before rescaling) joins d_a; a tie keeps the earlier index
         new_max = b_max > m
         d_a = tl.where(new_max, (d_a + 1.0) * rescale + tl.sum(tl.where(c == b_pos, 0.0, e), 0), d_a + b_sum)
         a = tl.where(new_max, b_pos, a)
         m = m_new
-        acc_z += tl.where(msk, x - z_t, 0.0)
-        best_o = tl.maximum(best_o, tl.where(c == y, -float("inf"), x))
+        sum_z += tl.sum(tl.where(c < V, x - z_t, 0.0), 0)
+        best_other = tl.maximum(best_other, tl.max(tl.where(c == y, -float("inf"), x), 0))
+
+    # Step 2. The CE terms. log p_t = −log1p(d_t/e_t): exact as p_t → 1.
     log_d = tl.log(d)
     inv_d = 1.0 / d
     e_t = tl.exp(z_t - m)
-    # lp_t = -log1p(d_o / e_t): exact as p_t → 1, where z_t - lse would cancel
-    lp_t = tl.where(e_t > 1e-30, -_log1p(d_o / tl.maximum(e_t, 1e-30)), (z_t - m) - log_d)
+    lp_t = tl.where(e_t > 1e-30, -_log1p(d_t / tl.maximum(e_t, 1e-30)), (z_t - m) - log_d)
     nll = -lp_t
-    # Σ_v lp_v = Σ (z_v - z_t) - V (lse - z_t), both small near the target
-    sum_lp = tl.sum(acc_z, 0) - V * ((m - z_t) + log_d)
-    # (1-ε-ε_i)·nll + ε_i·(-Σ lp), fairseq's form of the smoothed CE
-    ce = (1.0 - eps - eps_i) * nll - eps_i * sum_lp
+    # Σ_v log p_v = Σ (z_v − z_t) − V (lse − z_t), both small near the target;
+    # (1 − ε − ε_i)·nll + ε_i·(−Σ log p), fairseq's form of the smoothed CE
+    ce = (1.0 - eps - eps_i) * nll - eps_i * (sum_z - V * ((m - z_t) + log_d))
     p_t = tl.exp(lp_t)
-    omp_t = d_o * inv_d
-    best_other = tl.max(best_o, 0)
-    # A wrong argmax is the one non-target entry that can have p > 1/2, where
-    # 1 - p by subtraction loses digits: take p_a = 1/d, 1 - p_a = d_a/d.
-    # Every other non-target entry has p <= 1/2 and 1 - p is exact enough.
-    wrong = a != y
-    a_w = tl.where(wrong, a, -1)  # the wrong argmax's column, or none
+    omp_t = d_t * inv_d
+    # A wrong argmax is the one non-target entry that can have p > ½, where
+    # 1 − p by subtraction loses digits: p_a = 1/d, 1 − p_a = d_a/d.
+    if LAM_POS:
+        wrong = a != y
+    else:
+        wrong = a < 0  # never: no entry besides the target needs exact work
+    col = tl.where(wrong, a, y)
     p_a = inv_d
     omp_a = d_a * inv_d
 
-    # Pass 2 (λ > 0): Σ_v B(p_v), Σ_v D(p_v) for the non-target classes.
+    # Step 3 (bonus on). B and D = p·B' at the target and a wrong argmax from
+    # their exact 1 − p; with λ > 0 a second pass for the other entries.
     bonus = 0.0
-    s_tot = 0.0
+    s_total = 0.0
     s_rest = 0.0
-    d_t = 0.0
-    d_wa = 0.0  # D(p_a) of a wrong argmax
-    if ACTIVE:
-        b_t, d_t = _bonus_curve(p_t, omp_t, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
+    d_y = 0.0
+    d_w = 0.0
+    if BONUS != 4:
+        b_y, d_y = _bonus_curve(p_t, omp_t, le, gamma, start, b_start, BONUS)
         b_rest = 0.0
         if LAM_POS:
-            b_wa, d_wa = _bonus_curve(p_a, omp_a, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
-            b_wa = tl.where(wrong, b_wa, 0.0)
-            d_wa = tl.where(wrong, d_wa, 0.0)
+            b_w, d_w = _bonus_curve(p_a, omp_a, le, gamma, start, b_start, BONUS)
+            b_w = tl.where(wrong, b_w, 0.0)
+            d_w = tl.where(wrong, d_w, 0.0)
             acc_b = tl.zeros([BLOCK], dtype=tl.float32)
             acc_d = tl.zeros([BLOCK], dtype=tl.float32)
-            for start_col in range(0, V, BLOCK):
-                c = start_col + cols
-                msk = (c < V) & (c != y) & (c != a_w)
+            for c0 in range(0, V, BLOCK):
+                c = c0 + cols
+                msk = (c < V) & (c != y) & (c != col)
                 x = tl.load(z_row + c, mask=msk, other=-float("inf")).to(tl.float32)
                 p = tl.exp(x - m) * inv_d
-                b, dd = _bonus_curve(p, 1.0 - p, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
+                b, dd = _bonus_curve(p, 1.0 - p, le, gamma, start, b_start, BONUS)
                 acc_b += tl.where(msk, b, 0.0)
                 acc_d += tl.where(msk, dd, 0.0)
-            b_rest = tl.sum(acc_b, 0) + b_wa
-            s_rest = lam_i * (tl.sum(acc_d, 0) + d_wa)
-        bonus = rho * ((1.0 - lam) * b_t + lam_i * b_rest)
-        s_tot = (1.0 - lam) * d_t + s_rest
+            b_rest = tl.sum(acc_b, 0) + b_w
+            s_rest = lam_i * (tl.sum(acc_d, 0) + d_w)
+        bonus = rho * ((1.0 - lam) * b_y + lam_i * b_rest)
+        s_total = (1.0 - lam) * d_y + s_rest
 
+    # Step 4. Per-token outputs and diagnostics.
     tl.store(loss_ptr + row, (ce + bonus) * vf)
     tl.store(nll_ptr + row, nll * vf)
     tl.store(bonus_ptr + row, bonus * vf)
-    tl.store(pt_ptr + row, p_t * vf)
-    tl.store(margin_ptr + row, (z_t - best_other) * vf)
-    tl.store(correct_ptr + row, tl.where(z_t > best_other, vf, 0.0))
+    tl.store(p_target_ptr + row, p_t)
+    tl.store(margin_ptr + row, z_t - best_other)
+    tl.store(correct_ptr + row, (z_t > best_other).to(tl.int8))
 
-    # Pass 3: ∂loss/∂z_j = p_j(1 - ρS) + ρ λ_i D(p_j) - ε_i off target;
-    #         expm1(lp_t) + ε + ρ((1-λ) D(p_t)(1-p_t) - p_t S_rest) on target.
-    # A wrong argmax a, in the same fp32-from-(1-p) form as the target, since
-    # with an unbounded D its two terms cancel as p_a → 1:
-    #         p_a - ε_i + ρ(λ_i D(p_a)(1-p_a) - p_a (S - λ_i D(p_a))).
-    if NEED_GRAD:
-        g_row = g_ptr + row * g_stride
-        sc = scale * vf
-        if ROW_SCALE:  # the upstream gradient, folded in before the one cast to the logits' dtype
-            sc = sc * tl.load(rs_ptr + row).to(tl.float32)
-        coef = (1.0 - rho * s_tot) * sc
-        g_t = (-omp_t + eps + rho * ((1.0 - lam) * d_t * omp_t - p_t * s_rest)) * sc
-        g_a = (p_a - eps_i + rho * (lam_i * d_wa * omp_a - p_a * (s_tot - lam_i * d_wa))) * sc
-        for start_col in range(0, V, BLOCK):
-            c = start_col + cols
-            msk = c < V
-            x = tl.load(z_row + c, mask=msk, other=-float("inf")).to(tl.float32)
-            p = tl.exp(x - m) * inv_d
-            g = p * coef - eps_i * sc
-            if ACTIVE:
-                if LAM_POS:
-                    b, dd = _bonus_curve(p, 1.0 - p, le, gamma, start, b_start, BONUS, LOG_CLAMPED, HAS_START)
-                    g += (rho * lam_i) * sc * dd
-                    g = tl.where(c == a_w, g_a, g)
-            g = tl.where(c == y, g_t, g)
-            tl.store(g_row + c, g.to(g_ptr.dtype.element_ty), mask=msk)
+    # Step 5. The row state of the gradient (docs/design.md, "The gradient"):
+    # off the target and a wrong argmax  p_j (1 − ρS) + ρ λ_i D(p_j) − ε_i;
+    # the target  −(1 − p_t) + ε + ρ((1 − λ) D(p_t)(1 − p_t) − p_t S_rest);
+    # a wrong argmax  p_a − ε_i + ρ(λ_i D(p_a)(1 − p_a) − p_a (S − λ_i D(p_a))).
+    g_t = -omp_t + eps + rho * ((1.0 - lam) * d_y * omp_t - p_t * s_rest)
+    g_a = p_a - eps_i + rho * (lam_i * d_w * omp_a - p_a * (s_total - lam_i * d_w))
+    tl.store(row_max_ptr + row, m)
+    tl.store(inv_sum_ptr + row, inv_d)
+    tl.store(coef_ptr + row, 1.0 - rho * s_total)
+    tl.store(grad_target_ptr + row, g_t)
+    tl.store(grad_argmax_ptr + row, tl.where(wrong, g_a, g_t))
+    tl.store(argmax_col_ptr + row, col)
 
 
-def _launch(z, t, spec: BonusSpec, ignore_index: int, scale: float, need_grad: bool, inplace: bool,
-            row_scale=None):
-    """One launch over all rows. ``row_scale`` (fp32, one per row) multiplies
-    the gradient before it is stored in the logits' dtype."""
-    N, V = z.shape
-    dev = z.device
-    f32 = dict(dtype=torch.float32, device=dev)
-    loss, nll, bonus, p_t, margin, correct = (torch.empty(N, **f32) for _ in range(6))
-    grad = (z if inplace else torch.empty_like(z)) if need_grad else z
-    V_ = int(V)
-    active = spec.active
-    lam = spec.smoothing_b if active else 0.0
-    BLOCK = min(triton.next_power_of_2(V_), 4096 if z.is_cuda else 1024)
-    b_start = spec.raw_at(spec.bonus_start) if spec.bonus_start > 0 else 0.0
-    if N > 0:
-        _el_fwd_kernel[(N,)](
-            z, z.stride(0), t, grad, grad.stride(0),
-            loss, nll, bonus, p_t, margin, correct,
-            V_, int(ignore_index), float(spec.label_smoothing), float(spec.label_smoothing) / (V_ - 1),
-            float(lam), float(lam) / (V_ - 1), float(spec.bonus_weight), float(spec.log_end),
-            float(spec.bonus_gamma or 1.0), float(spec.bonus_start), float(b_start), float(scale),
-            row_scale if row_scale is not None else loss,
-            BONUS=_BONUS_CODE[spec.bonus], LOG_CLAMPED=bool(spec.log_end >= 1.0),
-            HAS_START=bool(spec.bonus_start > 0), ACTIVE=bool(active), LAM_POS=bool(active and lam > 0),
-            NEED_GRAD=bool(need_grad), ROW_SCALE=row_scale is not None, BLOCK=BLOCK,
-            num_warps=8 if BLOCK >= 2048 else 4,
-        )
-    return loss, nll, bonus, (grad if need_grad else None), (p_t, margin, correct)
+@triton.jit
+def el_backward_kernel(
+    z_ptr, z_stride, g_ptr, g_stride, t_ptr, V, scale_ptr,
+    row_max_ptr, inv_sum_ptr, coef_ptr, grad_target_ptr, grad_argmax_ptr, argmax_col_ptr,
+    eps_i, rho_lam_i, le, gamma, start, b_start,
+    BONUS: tl.constexpr, LAM_POS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    z_row = z_ptr + row * z_stride
+    g_row = g_ptr + row * g_stride
+    y = tl.load(t_ptr + row).to(tl.int64)
+    col = tl.load(argmax_col_ptr + row)
+    # Step 1. The row's factors, times its scale (the mean's 1/n, the upstream
+    # gradient, 0 on ignored rows), in fp32.
+    sc = tl.load(scale_ptr + row)
+    m = tl.load(row_max_ptr + row)
+    inv_d = tl.load(inv_sum_ptr + row)
+    coef = tl.load(coef_ptr + row) * sc
+    g_t = tl.load(grad_target_ptr + row) * sc
+    g_a = tl.load(grad_argmax_ptr + row) * sc
+    off = eps_i * sc
+    w_d = rho_lam_i * sc
+    cols = tl.arange(0, BLOCK)
+    # Step 2. One pass: p from the saved max and normaliser, the gradient
+    # written once in the logits' dtype.
+    for c0 in range(0, V, BLOCK):
+        c = c0 + cols
+        msk = c < V
+        x = tl.load(z_row + c, mask=msk, other=-float("inf")).to(tl.float32)
+        p = tl.exp(x - m) * inv_d
+        g = p * coef - off
+        if BONUS != 4:
+            if LAM_POS:
+                b, dd = _bonus_curve(p, 1.0 - p, le, gamma, start, b_start, BONUS)
+                g += w_d * dd
+        g = tl.where(c == col, g_a, g)
+        g = tl.where(c == y, g_t, g)
+        tl.store(g_row + c, g.to(g_ptr.dtype.element_ty), mask=msk)
 
 
-def _stats(valid, per_row):
-    p_t, margin, correct = per_row
-    v = valid.double()
-    return torch.stack([v.sum(), p_t.double().sum(), ((p_t > 0.5).double() * v).sum(),
-                        margin.double().sum(), correct.double().sum()])
+def _curve_args(spec: BonusSpec) -> dict:
+    return dict(le=float(spec.log_end), gamma=float(spec.bonus_gamma or 1.0), start=float(spec.bonus_start),
+                b_start=float(spec.raw_at(spec.bonus_start)) if spec.bonus_start > 0 else 0.0)
 
 
-class TritonEncouragingLoss(torch.autograd.Function):
+def forward_args(z, targets: Targets, spec: BonusSpec, outputs, rows: RowState) -> dict:
+    """Every argument of :func:`el_forward_kernel` by name (also what the
+    offline compile check binds)."""
+    w = weights(spec, z.shape[1])
+    loss, nll, bonus, p_t, margin, correct = outputs
+    return dict(
+        z_ptr=z, z_stride=z.stride(0), t_ptr=targets.safe, valid_ptr=targets.valid.view(torch.int8), V=z.shape[1],
+        eps=w.eps, eps_i=w.eps_i, lam=w.lam, lam_i=w.lam_i, rho=w.rho, **_curve_args(spec),
+        loss_ptr=loss, nll_ptr=nll, bonus_ptr=bonus, p_target_ptr=p_t, margin_ptr=margin, correct_ptr=correct,
+        row_max_ptr=rows.row_max, inv_sum_ptr=rows.inv_sum, coef_ptr=rows.coef, grad_target_ptr=rows.grad_target,
+        grad_argmax_ptr=rows.grad_argmax, argmax_col_ptr=rows.argmax_col,
+        BONUS=bonus_code(spec), LAM_POS=bool(w.lam > 0),
+    )
+
+
+def backward_args(z, grad, targets: Targets, spec: BonusSpec, rows: RowState, scale) -> dict:
+    """Every argument of :func:`el_backward_kernel` by name."""
+    w = weights(spec, z.shape[1])
+    return dict(
+        z_ptr=z, z_stride=z.stride(0), g_ptr=grad, g_stride=grad.stride(0), t_ptr=targets.safe, V=z.shape[1],
+        scale_ptr=scale, row_max_ptr=rows.row_max, inv_sum_ptr=rows.inv_sum, coef_ptr=rows.coef,
+        grad_target_ptr=rows.grad_target, grad_argmax_ptr=rows.grad_argmax, argmax_col_ptr=rows.argmax_col,
+        eps_i=w.eps_i, rho_lam_i=w.rho * w.lam_i, **_curve_args(spec),
+        BONUS=bonus_code(spec), LAM_POS=bool(w.lam > 0),
+    )
+
+
+def launch_forward(*, z, targets: Targets, spec: BonusSpec, outputs, rows: RowState) -> None:
+    if z.shape[0]:
+        _launch("forward", z, forward_args(z, targets, spec, outputs, rows))
+
+
+def launch_backward(*, z, grad, targets: Targets, spec: BonusSpec, rows: RowState, scale) -> None:
+    if z.shape[0]:
+        _launch("backward", z, backward_args(z, grad, targets, spec, rows, scale))
+
+
+KERNELS = {"forward": el_forward_kernel, "backward": el_backward_kernel}
+_AUTOTUNED: dict = {}
+
+
+def _launch(kind: str, z, args: dict) -> None:
+    grid = (z.shape[0],)
+    if z.is_cuda and autotune_enabled():
+        _autotuned(kind)[grid](**args, **COMPILE_OPTIONS)
+        return
+    cfg = launch_config(kind, z.shape[1], z.dtype, z.device)
+    KERNELS[kind][grid](**args, BLOCK=cfg.block, num_warps=cfg.num_warps, **COMPILE_OPTIONS)
+
+
+def _autotuned(kind: str):
+    """The kernel timed over ``AUTOTUNE_CANDIDATES`` at its first call per V
+    (the gradient buffer, which may be the logits, is restored between trials)."""
+    if kind not in _AUTOTUNED:
+        configs = [triton.Config({"BLOCK": c.block}, num_warps=c.num_warps) for c in AUTOTUNE_CANDIDATES[kind]]
+        restore = ["g_ptr"] if kind == "backward" else []
+        _AUTOTUNED[kind] = triton.autotune(configs=configs, key=["V"], restore_value=restore)(KERNELS[kind])
+    return _AUTOTUNED[kind]
+
+
+class TritonKernel:
+    """The Triton implementation behind the shared autograd function (ops/function.py)."""
+
+    name = "triton"
+
     @staticmethod
-    def forward(ctx, z, t, spec, ignore_index, reduction, want_stats, inplace):
-        valid = t != ignore_index
-        n_valid = valid.sum()
-        scale = 1.0 / max(int(n_valid), 1) if reduction == "mean" else 1.0
-        # fp32 logits: the gradient is written during this pass (three reads,
-        # one write). fp16/bf16: it is written in backward, where the upstream
-        # gradient (a loss scale of up to 2^16) is known, so that it is
-        # formed in fp32 and cast once (two more reads).
-        deferred = ctx.needs_input_grad[0] and z.dtype in LOW_PRECISION
-        loss, nll, bonus, grad, per_row = _launch(z, t, spec, ignore_index, scale,
-                                                  ctx.needs_input_grad[0] and not deferred, inplace)
-        ctx.grad = grad
-        ctx.reduction = reduction
-        ctx.deferred = (z, t, spec, ignore_index, scale, inplace) if deferred else None
-        stats = _stats(valid, per_row) if want_stats else None
-        return finish_forward(ctx, (loss, nll, bonus), stats, n_valid, reduction, z.device)
+    def eager_gradient(z, sync_free: bool) -> bool:
+        return False  # the gradient is always written in backward: nothing to scale afterwards
 
     @staticmethod
-    def backward(ctx, g_loss, *unused):
-        if ctx.deferred is not None:
-            z, t, spec, ignore_index, scale, inplace = ctx.deferred
-            ctx.deferred = None
-            rows = upstream_rows(g_loss, z.shape[0])
-            grad = _launch(z, t, spec, ignore_index, scale, True, inplace, row_scale=rows)[3]
-            return grad, None, None, None, None, None, None
-        return take_saved_grad(ctx, g_loss, "triton"), None, None, None, None, None, None
+    def forward(z, targets: Targets, spec: BonusSpec, *, want_stats: bool, grad_scale=None, save_rows=False,
+                inplace=False, sync_free=False, chunk_rows=None) -> KernelForward:
+        N, dev = z.shape[0], z.device
+        f32 = dict(dtype=torch.float32, device=dev)
+        outputs = [torch.empty(N, **f32) for _ in range(5)] + [torch.empty(N, dtype=torch.int8, device=dev)]
+        rows = RowState.empty(N, dev)
+        launch_forward(z=z, targets=targets, spec=spec, outputs=outputs, rows=rows)
+        loss, nll, bonus, p_t, margin, correct = outputs
+        stats = diagnostics(targets.valid, p_t, margin, correct) if want_stats else None
+        grad = None
+        if grad_scale is not None:  # the fused projection: this chunk's gradient now
+            grad = z if inplace else torch.empty_like(z)
+            launch_backward(z=z, grad=grad, targets=targets, spec=spec, rows=rows, scale=grad_scale.contiguous())
+        return KernelForward(loss, nll, bonus, stats, rows if save_rows else None, grad)
 
-
-def triton_forward(logits, target, spec: BonusSpec, ignore_index: int, reduction: str, want_stats: bool,
-                   inplace_backward: bool = False) -> ELResult:
-    V = logits.size(-1)
-    shape = target.shape
-    z = logits.reshape(-1, V)
-    if z.stride(-1) != 1:
-        z = z.contiguous()
-    t = target.reshape(-1).contiguous()
-    if torch.is_grad_enabled() and logits.requires_grad:
-        loss, nll, bonus, stats = TritonEncouragingLoss.apply(z, t, spec, ignore_index, reduction, want_stats,
-                                                              inplace_backward)
-    else:
-        valid = t != ignore_index
-        lt, nt, bt, _, per_row = _launch(z, t, spec, ignore_index, 1.0, False, False)
-        n_valid = valid.sum()
-        loss, nll, bonus = (reduce_tokens(x, n_valid, reduction) for x in (lt, nt, bt))
-        stats = _stats(valid, per_row) if want_stats else None
-    if reduction == "none":
-        loss, nll, bonus = loss.view(shape), nll.view(shape), bonus.view(shape)
-    return ELResult(loss, nll, bonus, stats if want_stats else None)
-
-
-__all__ = ["triton_forward", "TritonEncouragingLoss"]
+    @staticmethod
+    def backward(z, targets: Targets, spec: BonusSpec, rows: RowState, grad_scale, *, inplace=False,
+                 sync_free=False, chunk_rows=None):
+        grad = z if inplace else torch.empty_like(z)
+        launch_backward(z=z, grad=grad, targets=targets, spec=spec, rows=rows, scale=grad_scale.contiguous())
+        return grad
