@@ -4,7 +4,8 @@ setup(
     name="wce_fairseq",
     version="0.1.0",
     description="Encouraging loss (Zhao et al., AAAI 2022) for fairseq: criterion, task, fast kernels",
-    packages=find_packages(include=["wce_fairseq", "wce_fairseq.*"]),
+    # the plugin (what --user-dir loads) and, beside it, the recipes' data preparation
+    packages=find_packages(include=["wce_fairseq", "wce_fairseq.*", "wce_fairseq_recipes"]),
     python_requires=">=3.8",
     # Installing the plugin must never replace the torch or fairseq a user
     # already has: torch is required only at a version every supported fairseq
@@ -16,5 +17,7 @@ setup(
         "triton": ["triton"],
         # what the recipes under examples/ use besides fairseq (none pulls torch)
         "recipes": ["sacrebleu>=2.0", "sentencepiece", "sacremoses", "subword-nmt", "matplotlib"],
+        # wce_fairseq.integrations.hf; accelerate needs torch >= 2.0, which it leaves alone when present
+        "hf": ["transformers>=4.46", "accelerate>=0.26"],
     },
 )

@@ -6,7 +6,7 @@ CPU. Runs alternate (stock, EL, stock, EL, ...) so drift hits both alike.
 
 Without --data it generates data: with --vocab (an MT-sized vocabulary, where
 the loss is a real share of the step) random-token sentences over a fixed
-dictionary of that size (benchmarks/gpu_check.py's generator; speed depends on
+dictionary of that size (``common.synthetic_data``; speed depends on
 the vocabulary size, not on what the tokens mean); without it the
 quickstart's synthetic corpus with a 256-piece SentencePiece model.
 """
@@ -17,7 +17,9 @@ import statistics
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+from common import REPO
+
 BIN = os.path.dirname(sys.executable)
 MODEL = ["--arch", "transformer", "--share-all-embeddings", "--encoder-layers", "2", "--decoder-layers", "2",
          "--encoder-embed-dim", "256", "--decoder-embed-dim", "256", "--encoder-ffn-embed-dim", "512",
@@ -31,17 +33,6 @@ SYSTEMS = {
     "EL fused": ["--criterion", "encouraging_ce", "--label-smoothing", "0.1", "--log-end", "0.5",
                  "--el-fuse-projection"],
 }
-
-
-def make_data(root, vocab):
-    from wce_fairseq.toy_corpus import write_corpus
-
-    raw = os.path.join(root, "raw")
-    write_corpus(raw, 20000, 200, 200, seed=1)
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"])
-    subprocess.run(["bash", os.path.join(REPO, "examples/common/binarize.sh"), "en", "ps", raw, root, str(vocab)],
-                   check=True, env=env)
-    return os.path.join(root, "bin")
 
 
 def wps(data, crit, updates):
@@ -65,12 +56,9 @@ def main():
     if a.data:
         data = a.data
     elif a.vocab:
-        sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-        from gpu_check import _synthetic_data
-
-        data = _synthetic_data(os.path.join(a.work, f"v{a.vocab}"), a.vocab, 20000, 30)
+        data = common.synthetic_data(os.path.join(a.work, f"v{a.vocab}"), a.vocab, 20000, 30)
     else:
-        data = make_data(a.work, 256)
+        data = common.toy_data(a.work, 256)
     res = {k: [] for k in SYSTEMS}
     for r in range(a.rounds):
         for name, crit in SYSTEMS.items():

@@ -16,14 +16,13 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from common import REPO
 
 
 def measure(mode, N, V, D, threads, repeats):
     import torch
 
-    from bench_loss import _reset_peak, _rss_kib  # same RSS method as the loss benchmark
+    from common import reset_peak, rss_kib  # the loss benchmark's RSS method
     from wce_fairseq.functional import encouraging_loss_parts
     from wce_fairseq.ops.bonus import BonusSpec
     from wce_fairseq.ops.fused_linear import fused_linear_encouraging_loss
@@ -46,10 +45,10 @@ def measure(mode, N, V, D, threads, repeats):
     import gc
 
     gc.collect()
-    _reset_peak()
-    base = _rss_kib("VmRSS")
+    reset_peak()
+    base = rss_kib("VmRSS")
     once()
-    extra = (_rss_kib("VmHWM") - base) * 1024
+    extra = (rss_kib("VmHWM") - base) * 1024
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -84,14 +83,13 @@ def main():
     for r in rows:
         print(f"{r['N']:>7} {r['mode']:<8} {1000 * r['time_s']:>9.1f} {r['extra_bytes'] / 2**20:>15.1f} "
               f"{r['N'] * r['V'] * 4 / 2**20:>17.1f}")
-    from bench_loss import write_csv
+    from common import write_csv
 
     write_csv(rows, a.csv)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         t, m = measure(**json.loads(sys.argv[2]))
         print(json.dumps({"time_s": t, "extra_bytes": m}))
     else:

@@ -1,5 +1,6 @@
 import os
-import sys
+
+import pytest
 
 # Without a GPU, run Triton kernels through its CPU interpreter. This must be
 # set before triton is first imported.
@@ -11,4 +12,8 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-sys.path.insert(0, os.path.dirname(__file__))
+
+@pytest.fixture(params=__import__("tests.helpers.impls", fromlist=["ALL"]).ALL)
+def impl(request):
+    """Every implementation runnable here, and auto (tests/helpers/impls.py)."""
+    return request.param

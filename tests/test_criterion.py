@@ -6,9 +6,8 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from fairseq_helpers import make_criterion, make_model, make_sample, make_task, param_grads  # noqa: E402
-from el_reference import el_reference  # noqa: E402
-from wce_fairseq.functional import runnable_impls  # noqa: E402
+from tests.helpers.fairseq_objects import make_criterion, make_model, make_sample, make_task, param_grads  # noqa: E402
+from tests.helpers.reference import el_reference  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -205,31 +204,6 @@ def test_reduce_metrics_logs_summable_diagnostics(task):
         assert key in vals
 
 
-def test_double_import_does_not_crash():
-    """--user-dir imports the package by path while an installed copy may be
-    imported by name: the second registration must reuse the first."""
-    import importlib.util
-    import os
-    import sys
-
-    import wce_fairseq
-
-    wce_fairseq.register()
-    pkg_dir = os.path.dirname(wce_fairseq.__file__)
-    for name in ("wce_fairseq_copy", "wce_fairseq_copy2"):
-        spec = importlib.util.spec_from_file_location(name, os.path.join(pkg_dir, "__init__.py"),
-                                                      submodule_search_locations=[pkg_dir])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-        mod.register()
-    from fairseq.criterions import CRITERION_REGISTRY
-    from fairseq.tasks import TASK_REGISTRY
-
-    assert CRITERION_REGISTRY["encouraging_ce"].__module__.startswith("wce_fairseq.")
-    assert TASK_REGISTRY["translation_encouraging"].__module__.startswith("wce_fairseq.")
-
-
 @pytest.mark.parametrize("prefix", [0, 1])
 def test_fused_projection_equals_unfused(task, prefix):
     model, sample = make_model(task), make_sample(task, (6, 2, 5))
@@ -292,33 +266,3 @@ def test_fused_projection_refused_at_start_up_for_adaptive_softmax(task):
         task.build_criterion(cfg)
     task._model = make_model(task)
     assert task.build_criterion(cfg).fuse_projection
-
-
-@pytest.mark.parametrize("impl", ["chunked", "auto"] + (["triton"] if "triton" in runnable_impls() else []))
-@pytest.mark.parametrize("bias", [False, True])
-def test_fused_linear_function_matches_logits_path(bias, impl):
-    from wce_fairseq.functional import encouraging_loss_parts
-    from wce_fairseq.ops.bonus import BonusSpec
-    from wce_fairseq.ops.fused_linear import fused_linear_encouraging_loss
-
-    g = torch.Generator().manual_seed(0)
-    N, D, V = 37, 8, 50
-    h = torch.randn(N, D, generator=g, requires_grad=True)
-    w = torch.randn(V, D, generator=g, requires_grad=True)
-    b = torch.randn(V, generator=g, requires_grad=True) if bias else None
-    t = torch.randint(0, V, (N,), generator=g)
-    t[::5] = -100
-    spec = BonusSpec(label_smoothing=0.1, log_end=0.5)
-    ref = encouraging_loss_parts(h @ w.t() + (b if bias else 0), t, spec, reduction="mean", impl="reference",
-                                 want_stats=True)
-    ref.loss.backward()
-    grads = [x.grad.clone() for x in (h, w, b) if x is not None]
-    for x in (h, w, b):
-        if x is not None:
-            x.grad = None
-    got = fused_linear_encouraging_loss(h, w, b, t, spec, reduction="mean", want_stats=True, chunk_rows=6, impl=impl)
-    (got.loss * 3.0).backward()  # non-unit upstream gradient
-    torch.testing.assert_close(got.loss.double(), ref.loss.double(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(got.stats, ref.stats, rtol=1e-5, atol=1e-5)
-    for x, gr in zip([x for x in (h, w, b) if x is not None], grads):
-        torch.testing.assert_close(x.grad, 3.0 * gr, rtol=1e-4, atol=1e-6)

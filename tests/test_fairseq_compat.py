@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from fairseq_helpers import make_model, make_sample, make_task  # noqa: E402
+from tests.helpers.fairseq_objects import make_model, make_sample, make_task  # noqa: E402
 
 
 def test_loaded_model_runs_inference_like_the_trained_one():

@@ -1,15 +1,14 @@
-"""Every implementation against the independent float64 reference (docs/design.md §2)."""
+"""wce_fairseq.functional: every implementation against the independent
+float64 reference (tests/helpers/reference.py), over options, reductions,
+shapes, dtypes and ignore_index."""
 import pytest
 import torch
 
-from el_reference import el_reference, reduce
-from wce_fairseq.functional import STAT_NAMES, encouraging_loss, encouraging_loss_parts, runnable_impls
-from wce_fairseq.modules import EncouragingLoss
+from tests.helpers import impls
+from tests.helpers.data import make_inputs
+from tests.helpers.reference import el_reference, reduce
+from wce_fairseq.functional import STAT_NAMES, encouraging_loss, encouraging_loss_parts
 from wce_fairseq.ops.bonus import BonusSpec
-
-# Triton takes part where it runs correctly here (CUDA, or a working CPU interpreter)
-IMPLEMENTATIONS = runnable_impls()
-IMPLS = [i for i in IMPLEMENTATIONS if i != "auto"] + ["auto"]
 
 OPTIONS = [
     dict(),
@@ -44,23 +43,8 @@ def _shapes(impl):
     return [(7, 33), (1, 2), (64, 1000), (3, 4, 257)]
 
 
-def _inputs(shape, dtype, seed, ignore=True, scale=4.0):
-    g = torch.Generator().manual_seed(seed)
-    V = shape[-1]
-    logits = (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
-    target = torch.randint(0, V, shape[:-1], generator=g)
-    if ignore and target.numel() > 2:
-        target.view(-1)[1] = -100
-    # make a few rows confidently right (p → 1), where the bonus matters most
-    flat, tf = logits.view(-1, V), target.view(-1)
-    for r in range(0, flat.shape[0], 3):
-        if tf[r] >= 0:
-            flat[r, tf[r]] = 12.0
-    return logits, target
-
-
 def _test_el_once(impl, shape, dtype, opts, reduction, upstream, seed=0):
-    logits, target = _inputs(shape, dtype, seed)
+    logits, target = make_inputs(shape, dtype, seed)
     x = logits.clone().requires_grad_(True)
     out = encouraging_loss(x, target, reduction=reduction, impl=impl, **opts)
     g_up = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float32) if upstream else None
@@ -81,7 +65,6 @@ def _test_el_once(impl, shape, dtype, opts, reduction, upstream, seed=0):
     assert err <= tol, f"grad rel err {err:.3g}"
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_options_and_reductions(impl, opts, reduction):
@@ -89,7 +72,6 @@ def test_options_and_reductions(impl, opts, reduction):
         _test_el_once(impl, shape, torch.float32, opts, reduction, upstream=False)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("upstream", [False, True])
 def test_shapes_dtypes_upstream(impl, dtype, upstream):
@@ -98,9 +80,8 @@ def test_shapes_dtypes_upstream(impl, dtype, upstream):
         _test_el_once(impl, shape, dtype, opts, "none" if upstream else "mean", upstream)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 def test_parts_nll_bonus_and_stats(impl):
-    logits, target = _inputs((9, 40), torch.float32, 3)
+    logits, target = make_inputs((9, 40), torch.float32, 3)
     opts = dict(label_smoothing=0.1, log_end=0.75)
     res = encouraging_loss_parts(logits, target, BonusSpec(**opts), reduction="sum", impl=impl, want_stats=True)
     loss, nll, bonus = el_reference(logits, target, **opts)
@@ -120,17 +101,15 @@ def test_parts_nll_bonus_and_stats(impl):
                                rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 def test_bonus_weight_zero_is_label_smoothed_ce(impl):
     """ρ = 0 (or --bonus none) is fairseq's label-smoothed CE; ε = 0 is plain CE."""
-    logits, target = _inputs((11, 50), torch.float32, 5)
+    logits, target = make_inputs((11, 50), torch.float32, 5)
     ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=-100)
     for kw in (dict(bonus_weight=0.0), dict(bonus="none")):
         got = encouraging_loss(logits, target, impl=impl, **kw)
         torch.testing.assert_close(got, ce, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 def test_all_ignored_is_zero_not_nan(impl):
     logits = torch.randn(4, 10, requires_grad=True)
     target = torch.full((4,), -100)
@@ -142,13 +121,12 @@ def test_all_ignored_is_zero_not_nan(impl):
         logits.grad = None
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
 def test_no_grad_forward_matches(impl, opts):
     """Validation runs the forward alone (the chunked path then skips D = p·B'):
     per-token losses equal the forward of a gradient-taking call and the
     float64 reference, with confidently right and confidently wrong rows."""
-    logits, target = _inputs((9, 30), torch.float32, 7)
+    logits, target = make_inputs((9, 30), torch.float32, 7)
     logits[4, (int(target[4]) + 1) % 30] = 14.0  # a wrong argmax at p > 1/2
     with torch.no_grad():
         a = encouraging_loss(logits, target, impl=impl, reduction="none", **opts)
@@ -158,9 +136,9 @@ def test_no_grad_forward_matches(impl, opts):
     torch.testing.assert_close(a.double(), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", [i for i in IMPLS if i in ("chunked", "triton")])
+@pytest.mark.parametrize("impl", impls.FUSED)
 def test_inplace_backward_matches(impl):
-    logits, target = _inputs((8, 64), torch.float32, 11)
+    logits, target = make_inputs((8, 64), torch.float32, 11)
     spec = BonusSpec(label_smoothing=0.1, log_end=0.75)
     a = logits.clone().requires_grad_()
     encouraging_loss_parts(a, target, spec, impl=impl).loss.backward()
@@ -172,55 +150,9 @@ def test_inplace_backward_matches(impl):
     torch.testing.assert_close(b.grad, a.grad)
 
 
-def test_chunk_size_does_not_matter():
-    logits, target = _inputs((50, 97), torch.float32, 13)
-    spec = BonusSpec(label_smoothing=0.1)
-    outs = []
-    for rows in (1, 7, 50, None):
-        x = logits.clone().requires_grad_()
-        loss = encouraging_loss_parts(x, target, spec, impl="chunked", chunk_rows=rows).loss
-        loss.backward()
-        outs.append((loss.detach(), x.grad))
-    for l, g in outs[1:]:
-        torch.testing.assert_close(l, outs[0][0])
-        torch.testing.assert_close(g, outs[0][1])
-
-
-def test_module_wrapper_and_signature():
-    import inspect
-
-    sig = inspect.signature(encouraging_loss)
-    assert list(sig.parameters) == [
-        "logits", "target", "label_smoothing", "log_end", "bonus", "bonus_weight", "bonus_gamma",
-        "bonus_start", "bonus_smoothing", "ignore_index", "reduction", "impl",
-    ]
-    assert {"auto", "reference"} <= set(IMPLEMENTATIONS)
-    logits, target = _inputs((5, 20), torch.float32, 17)
-    m = EncouragingLoss(label_smoothing=0.1, log_end=0.75, reduction="sum")
-    torch.testing.assert_close(m(logits, target), encouraging_loss(logits, target, label_smoothing=0.1,
-                                                                   log_end=0.75, reduction="sum"))
-
-
 def test_core_imports_no_fairseq():
     import subprocess
     import sys
 
     code = "import sys, wce_fairseq.functional, wce_fairseq.modules; assert 'fairseq' not in sys.modules, 'fairseq imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_gradient_formula_of_spec():
-    """The closed-form gradient of docs/design.md §2, evaluated directly, equals autograd."""
-    logits, target = _inputs((6, 25), torch.float64, 19, ignore=False)
-    eps, lam, rho, le = 0.1, 0.2, 1.5, 0.6
-    x = logits.clone().requires_grad_()
-    loss, _, _ = el_reference(x, target, label_smoothing=eps, bonus_smoothing=lam, bonus_weight=rho, log_end=le)
-    loss.sum().backward()
-    V = logits.shape[-1]
-    p = torch.softmax(logits, -1)
-    q = torch.full_like(p, eps / (V - 1)).scatter(1, target[:, None], 1 - eps)
-    qb = torch.full_like(p, lam / (V - 1)).scatter(1, target[:, None], 1 - lam)
-    dB = torch.where(p <= le, -1 / (1 - p), torch.full_like(p, -1 / (1 - le)))
-    S = (qb * p * dB).sum(-1, keepdim=True)
-    grad = (p - q) + rho * p * (qb * dB - S)
-    torch.testing.assert_close(x.grad, grad)

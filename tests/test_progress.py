@@ -3,12 +3,11 @@ definition of t for training and validation."""
 import json
 
 import pytest
-import torch
 
 pytest.importorskip("fairseq")
 
-from cli_helpers import json_records, make_toy_data, train  # noqa: E402
-from fairseq_helpers import make_criterion, make_model, make_sample, make_task  # noqa: E402
+from tests.helpers.cli import json_records, make_toy_data, train  # noqa: E402
+from tests.helpers.fairseq_objects import make_criterion, make_model, make_sample, make_task  # noqa: E402
 
 T = 100  # schedule length in updates: far from saturating in these short runs
 
@@ -99,7 +98,7 @@ def test_fairseq_validate_scores_at_the_trained_bonus_weight(data, tmp_path, tas
     """fairseq-validate rebuilds the criterion from a checkpoint, with no trainer
     to report progress: it must still score at the rho_t training left off at
     (the progress travels in the checkpoint's task state)."""
-    from cli_helpers import PLUGIN, run, tool
+    from tests.helpers.cli import PLUGIN, run, tool
 
     opts = ["--label-smoothing", "0.1", "--bonus-schedule", "linear", "--bonus-schedule-length", str(T),
             "--max-epoch", "2"]

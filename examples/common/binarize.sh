@@ -19,16 +19,16 @@ SPLITS=(train valid test)
 [ -s "$RAW/test1.$SRC" ] && SPLITS+=(test1)
 mkdir -p "$OUT/tok"
 echo "[binarize] SentencePiece ${SPM_TYPE:-unigram} ($VOCAB, joint $SRC+$TGT)"
-python -m wce_fairseq.tools.spm train --input "$RAW/train.$SRC,$RAW/train.$TGT" --prefix "$OUT/spm" --vocab-size "$VOCAB" \
+python -m wce_fairseq_recipes.spm train --input "$RAW/train.$SRC,$RAW/train.$TGT" --prefix "$OUT/spm" --vocab-size "$VOCAB" \
   --model-type "${SPM_TYPE:-unigram}" --seed "${SPM_SEED:-1}"
 for split in "${SPLITS[@]}"; do
   if [ "$split" = train ] && [ -n "${SPM_MAXLEN:-}" ]; then
-    python -m wce_fairseq.tools.spm encode-pair --model "$OUT/spm.model" --inputs "$RAW/train.$SRC" "$RAW/train.$TGT" \
+    python -m wce_fairseq_recipes.spm encode-pair --model "$OUT/spm.model" --inputs "$RAW/train.$SRC" "$RAW/train.$TGT" \
       --outputs "$OUT/tok/train.$SRC" "$OUT/tok/train.$TGT" --min-len 1 --max-len "$SPM_MAXLEN"
     continue
   fi
   for l in "$SRC" "$TGT"; do
-    python -m wce_fairseq.tools.spm encode --model "$OUT/spm.model" < "$RAW/$split.$l" > "$OUT/tok/$split.$l"
+    python -m wce_fairseq_recipes.spm encode --model "$OUT/spm.model" < "$RAW/$split.$l" > "$OUT/tok/$split.$l"
   done
 done
 preprocess_bin "$SRC" "$TGT" "$OUT/tok" "$OUT" joined

@@ -10,7 +10,7 @@ has_gpu() { python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available()
 # lowercase_in_place DIR: lowercase DIR/*.SRC and DIR/*.TGT (the recipe's languages)
 lowercase_in_place() {
   local f
-  for f in "$1"/*."$SRC" "$1"/*."$TGT"; do python -m wce_fairseq.tools.moses lc < "$f" > "$f.lc"; mv "$f.lc" "$f"; done
+  for f in "$1"/*."$SRC" "$1"/*."$TGT"; do python -m wce_fairseq_recipes.moses lc < "$f" > "$f.lc"; mv "$f.lc" "$f"; done
 }
 need() { for t in "$@"; do command -v "$t" >/dev/null || die "'$t' not found; run scripts/setup_env.sh (it makes .venv) first"; done; }
 need_file() { for f in "$@"; do [ -s "$f" ] || die "missing or empty file: $f"; done; }
@@ -85,7 +85,7 @@ binarize_raw() {
   local src=$1 tgt=$2 raw=$3 out=$4 vocab=$5
   need_file "$raw/train.$src" "$raw/train.$tgt" "$raw/valid.$src" "$raw/valid.$tgt" "$raw/test.$src" "$raw/test.$tgt"
   mkdir -p "$out/clean"
-  python -m wce_fairseq.tools.clean "$raw/train.$src" "$raw/train.$tgt" "$out/clean/train.$src" "$out/clean/train.$tgt"
+  python -m wce_fairseq_recipes.pair_filter "$raw/train.$src" "$raw/train.$tgt" "$out/clean/train.$src" "$out/clean/train.$tgt"
   for s in valid test test1; do
     [ -e "$raw/$s.$src" ] || continue
     cp "$raw/$s.$src" "$out/clean/$s.$src"; cp "$raw/$s.$tgt" "$out/clean/$s.$tgt"

@@ -23,8 +23,8 @@ TEST_SETS=(IWSLT14.TED.dev2010 IWSLT14.TEDX.dev2012 IWSLT14.TED.tst2010 IWSLT14.
 extract_raw() {
   local a="$1/de-en" raw=$2 l t
   for l in de en; do
-    python -m wce_fairseq.tools.extract tags --style iwslt14 "$a/train.tags.de-en.$l" > "$raw/train.$l"
-    python -m wce_fairseq.tools.extract xml --style iwslt14 $(for t in "${TEST_SETS[@]}"; do
+    python -m wce_fairseq_recipes.extract tags --style iwslt14 "$a/train.tags.de-en.$l" > "$raw/train.$l"
+    python -m wce_fairseq_recipes.extract xml --style iwslt14 $(for t in "${TEST_SETS[@]}"; do
       echo "$a/$t.de-en.$l.xml"; done) > "$raw/test.$l"
   done
 }
@@ -33,12 +33,12 @@ process_raw() {
   local raw=$1 out=$2 l s tmp="$2/tmp"
   mkdir -p "$tmp"
   if [ "$PIPELINE" = spm ]; then
-    python -m wce_fairseq.tools.clean "$raw/train.$SRC" "$raw/train.$TGT" "$tmp/train.clean.$SRC" "$tmp/train.clean.$TGT"
+    python -m wce_fairseq_recipes.pair_filter "$raw/train.$SRC" "$raw/train.$TGT" "$tmp/train.clean.$SRC" "$tmp/train.clean.$TGT"
     mkdir -p "$out/text"
     for l in "$SRC" "$TGT"; do
-      python -m wce_fairseq.tools.moses lc < "$tmp/train.clean.$l" > "$tmp/train.lc.$l"
-      python -m wce_fairseq.tools.extract split "$tmp/train.lc.$l" "$out/text/train.$l" "$out/text/valid.$l" --every 23
-      python -m wce_fairseq.tools.moses lc < "$raw/test.$l" > "$out/text/test.$l"
+      python -m wce_fairseq_recipes.moses lc < "$tmp/train.clean.$l" > "$tmp/train.lc.$l"
+      python -m wce_fairseq_recipes.extract split "$tmp/train.lc.$l" "$out/text/train.$l" "$out/text/valid.$l" --every 23
+      python -m wce_fairseq_recipes.moses lc < "$raw/test.$l" > "$out/text/test.$l"
     done
     LOWER=1 bash "$REPO/examples/common/binarize.sh" "$SRC" "$TGT" "$out/text" "$out" "$VOCAB"
     return
@@ -46,14 +46,14 @@ process_raw() {
   need subword-nmt
   echo "[prepare] Moses tokenisation (sacremoses), cleaning, lowercasing"
   for l in "$SRC" "$TGT"; do
-    python -m wce_fairseq.tools.moses tok -l "$l" --workers 2 < "$raw/train.$l" > "$tmp/train.tags.tok.$l"
+    python -m wce_fairseq_recipes.moses tok -l "$l" --workers 2 < "$raw/train.$l" > "$tmp/train.tags.tok.$l"
   done
-  python -m wce_fairseq.tools.moses clean "$tmp/train.tags.tok" "$SRC" "$TGT" "$tmp/train.tags.clean" 1 175 --ratio 1.5
+  python -m wce_fairseq_recipes.moses clean "$tmp/train.tags.tok" "$SRC" "$TGT" "$tmp/train.tags.clean" 1 175 --ratio 1.5
   mkdir -p "$out/tok" "$out/bpe"
   for l in "$SRC" "$TGT"; do
-    python -m wce_fairseq.tools.moses lc < "$tmp/train.tags.clean.$l" > "$tmp/train.tags.$l"
-    python -m wce_fairseq.tools.extract split "$tmp/train.tags.$l" "$out/tok/train.$l" "$out/tok/valid.$l" --every 23
-    python -m wce_fairseq.tools.moses tok -l "$l" --lowercase --workers 2 < "$raw/test.$l" > "$out/tok/test.$l"
+    python -m wce_fairseq_recipes.moses lc < "$tmp/train.tags.clean.$l" > "$tmp/train.tags.$l"
+    python -m wce_fairseq_recipes.extract split "$tmp/train.tags.$l" "$out/tok/train.$l" "$out/tok/valid.$l" --every 23
+    python -m wce_fairseq_recipes.moses tok -l "$l" --lowercase --workers 2 < "$raw/test.$l" > "$out/tok/test.$l"
   done
   echo "[prepare] subword-nmt: $VOCAB merges learned on train.$SRC + train.$TGT"
   cat "$out/tok/train.$SRC" "$out/tok/train.$TGT" > "$tmp/train.joint"

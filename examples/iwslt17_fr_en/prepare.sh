@@ -21,14 +21,14 @@ URLS=("$WIT3/2017-01-trnted/texts/fr/en/fr-en.tgz"
 extract_raw() {
   local a=$1 raw=$2 l y
   for l in fr en; do
-    python -m wce_fairseq.tools.extract tags --style iwslt17 "$a/fr-en/train.tags.fr-en.$l" > "$raw/train.$l"
-    python -m wce_fairseq.tools.extract xml --style iwslt17 "$a/fr-en/IWSLT17.TED.dev2010.fr-en.$l.xml" > "$raw/valid.$l"
-    python -m wce_fairseq.tools.extract xml --style iwslt17 $(for y in 2010 2011 2012 2013 2014 2015; do
+    python -m wce_fairseq_recipes.extract tags --style iwslt17 "$a/fr-en/train.tags.fr-en.$l" > "$raw/train.$l"
+    python -m wce_fairseq_recipes.extract xml --style iwslt17 "$a/fr-en/IWSLT17.TED.dev2010.fr-en.$l.xml" > "$raw/valid.$l"
+    python -m wce_fairseq_recipes.extract xml --style iwslt17 $(for y in 2010 2011 2012 2013 2014 2015; do
       echo "$a/fr-en/IWSLT17.TED.tst$y.fr-en.$l.xml"; done) > "$raw/test.$l"
   done
   # tst2017: French source in the fr-en release, English reference in the en-fr one
-  python -m wce_fairseq.tools.extract xml --style iwslt17 "$a/fr-en/IWSLT17.TED.tst2017.fr-en.fr.xml" > "$raw/test1.fr"
-  python -m wce_fairseq.tools.extract xml --style iwslt17 "$a/en-fr/IWSLT17.TED.tst2017.en-fr.en.xml" > "$raw/test1.en"
+  python -m wce_fairseq_recipes.extract xml --style iwslt17 "$a/fr-en/IWSLT17.TED.tst2017.fr-en.fr.xml" > "$raw/test1.fr"
+  python -m wce_fairseq_recipes.extract xml --style iwslt17 "$a/en-fr/IWSLT17.TED.tst2017.en-fr.en.xml" > "$raw/test1.en"
   [ "$(wc -l < "$raw/test1.fr")" = "$(wc -l < "$raw/test1.en")" ] || die "tst2017: source and reference differ in length"
 }
 process_raw() {

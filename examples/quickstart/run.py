@@ -1,5 +1,5 @@
 """Offline quickstart: label-smoothed CE vs the encouraging loss on a synthetic
-translation task that needs no download (see wce_fairseq/toy_corpus.py).
+translation task that needs no download (see toy_corpus.py beside this script).
 
     python examples/quickstart/run.py [--out runs/quickstart] [--epochs 8] [--seed 1]
 
@@ -95,7 +95,7 @@ def main(argv=None):
     t_start = time.time()
 
     stage(1, n, f"synthetic parallel corpus (en -> ps, {a.train_size} training pairs) in {out}/raw")
-    from wce_fairseq.toy_corpus import write_corpus
+    from toy_corpus import write_corpus  # beside this script
 
     print("   ", write_corpus(os.path.join(out, "raw"), a.train_size, 400, 400, seed=a.seed))
 

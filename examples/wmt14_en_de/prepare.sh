@@ -19,9 +19,9 @@ extract_raw() {
     cat "$a/training/europarl-v7.de-en.$l" "$a/commoncrawl.de-en.$l" "$a/training/news-commentary-v9.de-en.$l" \
       > "$raw/train.$l"
   done
-  python -m wce_fairseq.tools.extract xml "$a/dev/newstest2013-src.en.sgm" > "$raw/valid.en"
-  python -m wce_fairseq.tools.extract xml "$a/dev/newstest2013-ref.de.sgm" > "$raw/valid.de"
-  python -m wce_fairseq.tools.extract xml "$a/test-full/newstest2014-deen-src.en.sgm" > "$raw/test.en"
-  python -m wce_fairseq.tools.extract xml "$a/test-full/newstest2014-deen-ref.de.sgm" > "$raw/test.de"
+  python -m wce_fairseq_recipes.extract xml "$a/dev/newstest2013-src.en.sgm" > "$raw/valid.en"
+  python -m wce_fairseq_recipes.extract xml "$a/dev/newstest2013-ref.de.sgm" > "$raw/valid.de"
+  python -m wce_fairseq_recipes.extract xml "$a/test-full/newstest2014-deen-src.en.sgm" > "$raw/test.en"
+  python -m wce_fairseq_recipes.extract xml "$a/test-full/newstest2014-deen-ref.de.sgm" > "$raw/test.de"
 }
 source "$REPO/examples/common/prepare_parallel.sh"

@@ -17,7 +17,6 @@ import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tests"))
 
 T = 100  # schedule length (updates) for the schedule check
 
@@ -129,7 +128,7 @@ def main():
     except Exception as e:
         results["versions"] = {"error": repr(e)}
     if step("import + register", check_import):
-        from cli_helpers import make_toy_data
+        from tests.helpers.cli import make_toy_data
 
         def data():
             ctx["data"] = make_toy_data(os.path.join(work, "toy"))

@@ -1,0 +1,36 @@
+"""The autograd function every fused implementation runs through (ops/function.py).
+
+On a GPU the loss must never make the host wait for the device. The device
+code path (``sync_free``, on by default for CUDA tensors) is forced on CPU
+tensors here: not one synchronising call from the package over a whole
+forward + backward, and the same results as the CPU path."""
+import pytest
+import torch
+
+from tests.helpers import impls
+from tests.helpers.data import SPEC_IDS, SPECS, confident_rows
+from tests.helpers.sync_counter import SyncCounter
+from wce_fairseq.functional import encouraging_loss_parts
+from wce_fairseq.ops.targets import raise_target_errors
+
+
+@pytest.mark.parametrize("impl", impls.FUSED)
+@pytest.mark.parametrize("spec", SPECS[:3], ids=SPEC_IDS[:3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_no_host_sync_in_forward_and_backward(monkeypatch, impl, spec, dtype, reduction):
+    z, t = confident_rows(N=24, pad_every=5)
+    x = z.to(dtype).requires_grad_(True)
+    raise_target_errors(wait=True)
+    counter = SyncCounter(monkeypatch)
+    res = encouraging_loss_parts(x, t, spec, reduction=reduction, impl=impl, want_stats=True, sync_free=True,
+                                 chunk_rows=5)
+    res.loss.sum().backward()
+    monkeypatch.undo()
+    assert counter.calls == []
+    # and it computed the loss: against the CPU path
+    y = z.to(dtype).requires_grad_(True)
+    want = encouraging_loss_parts(y, t, spec, reduction=reduction, impl=impl, want_stats=True, chunk_rows=5)
+    want.loss.sum().backward()
+    torch.testing.assert_close(res.loss, want.loss)
+    torch.testing.assert_close(x.grad, y.grad)

@@ -1,0 +1,56 @@
+"""ops/targets.py: out-of-range target ids are refused by every
+implementation, at once on the CPU path, from the device without a host read
+on the device path."""
+import pytest
+import torch
+
+from tests.helpers import impls
+from tests.helpers.data import SPECS, confident_rows
+from wce_fairseq import functional as F
+from wce_fairseq.functional import encouraging_loss_parts
+from wce_fairseq.ops.bonus import BonusSpec
+from wce_fairseq.ops.targets import raise_target_errors
+
+
+@pytest.mark.parametrize("bad", [-1, 7, 10**6])
+def test_out_of_range_target_raises(impl, bad):
+    logits = torch.randn(4, 7, requires_grad=True)
+    target = torch.tensor([0, 3, bad, -100])
+    with pytest.raises(IndexError, match=rf"class id {bad}, outside \[0, 7\)"):
+        F.encouraging_loss(logits, target, label_smoothing=0.1, impl=impl)
+
+
+@pytest.mark.parametrize("impl", impls.FUSED)
+def test_out_of_range_target_raises_in_fused_projection(impl):
+    from wce_fairseq.ops.fused_linear import fused_linear_encouraging_loss
+
+    h, w = torch.randn(3, 4), torch.randn(9, 4)
+    with pytest.raises(IndexError, match="class id 9"):
+        fused_linear_encouraging_loss(h, w, None, torch.tensor([1, 9, 2]), BonusSpec(), impl=impl)
+
+
+def test_ignore_index_outside_the_range_is_fine():
+    logits = torch.randn(3, 5)
+    loss = F.encouraging_loss(logits, torch.tensor([1, 1000, 2]), ignore_index=1000, reduction="sum")
+    ref = F.encouraging_loss(logits[[0, 2]], torch.tensor([1, 2]), reduction="sum", impl="reference")
+    torch.testing.assert_close(loss, ref.float())
+
+
+@pytest.mark.parametrize("impl", impls.FUSED)
+def test_out_of_range_target_reported_without_a_host_read(impl):
+    """The device path checks targets on the device: the IndexError (id and V)
+    comes with the next call or :func:`raise_target_errors`, once the device
+    has got there, and the bad token counts as padding meanwhile."""
+    z, t = confident_rows(N=6, V=11)
+    t[2] = 11
+    raise_target_errors(wait=True)
+    res = encouraging_loss_parts(z, t, SPECS[0], reduction="sum", impl=impl, sync_free=True)
+    ok = t.clone()
+    ok[2] = -100
+    with pytest.raises(IndexError, match=r"class id 11, outside \[0, 11\)"):
+        encouraging_loss_parts(z, ok, SPECS[0], impl=impl, sync_free=True)  # the next call
+    want = encouraging_loss_parts(z, ok, SPECS[0], reduction="sum", impl=impl)  # reported once
+    torch.testing.assert_close(res.loss, want.loss)
+    encouraging_loss_parts(z, t, SPECS[0], impl=impl, sync_free=True)
+    with pytest.raises(IndexError, match="class id 11"):
+        raise_target_errors(wait=True)

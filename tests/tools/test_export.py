@@ -1,0 +1,102 @@
+"""tools.export: a checkpoint trained with the plugin, rewritten to fairseq's
+stock task and criterion, decodes and validates where the plugin cannot be
+imported, with the same hypotheses."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("fairseq")
+
+from tests.helpers.cli import PLUGIN, make_toy_data, run, tool, train  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+# fairseq's own command-line entry points, started in a process where
+# `import wce_fairseq` fails: what a colleague without the plugin has.
+WITHOUT_PLUGIN = ("import sys; sys.modules['wce_fairseq'] = None; import runpy; "
+                  "sys.argv = sys.argv[1:]; runpy.run_module(sys.argv[0], run_name='__main__')")
+
+
+def _without_plugin(module, *args):
+    env_extra = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # torch >= 2.6 and any fairseq checkpoint, stock too
+    old = {k: os.environ.get(k) for k in env_extra}
+    os.environ.update(env_extra)
+    try:
+        return run([sys.executable, "-c", WITHOUT_PLUGIN, module, *args], check=False)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _hypotheses(text):
+    return sorted(line for line in text.splitlines() if line.startswith("H-"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data = make_toy_data(str(root / "data"))
+    ck = root / "ck"
+    train(data, str(ck), ["--label-smoothing", "0.1", "--log-end", "0.75", "--bonus-schedule", "linear",
+                          "--bonus-schedule-length", "50", "--max-epoch", "2"])
+    return data, ck / "checkpoint_last.pt", root
+
+
+def test_exported_checkpoint_decodes_identically_without_the_plugin(trained):
+    data, ckpt, root = trained
+    out = root / "exported.pt"
+    p = run([tool("python"), "-m", "wce_fairseq.tools.export", str(ckpt), str(out)])
+    assert "task translation, criterion label_smoothed_cross_entropy" in p.stdout
+    gen = ["--path", None, "--beam", "2", "--batch-size", "32", "--cpu", "--gen-subset", "valid"]
+    gen[1] = str(ckpt)
+    mine = run([tool("fairseq-generate"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging", *gen])
+    gen[1] = str(out)
+    theirs = _without_plugin("fairseq_cli.generate", data, "--task", "translation", *gen)
+    assert theirs.returncode == 0, theirs.stderr[-3000:]
+    assert "wce_fairseq" not in theirs.stderr
+    assert _hypotheses(theirs.stdout) == _hypotheses(mine.stdout) and len(_hypotheses(mine.stdout)) > 20
+
+    state = torch.load(out, map_location="cpu", weights_only=False)
+    orig = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["cfg"]["task"]["_name"] == "translation" and state["cfg"]["common"]["user_dir"] is None
+    assert state["cfg"]["criterion"] == {"_name": "label_smoothed_cross_entropy", "label_smoothing": 0.1,
+                                         "report_accuracy": False, "ignore_prefix_size": 0, "sentence_avg": False}
+    assert state["optimizer_history"][-1]["criterion_name"] == "LabelSmoothedCrossEntropyCriterion"
+    assert all(torch.equal(state["model"][k], v) for k, v in orig["model"].items())
+    assert state["model"].keys() == orig["model"].keys()
+
+
+def test_exported_checkpoint_validates_without_the_plugin(trained):
+    """fairseq-validate needs the checkpoint's task and criterion: the original
+    fails without the plugin, the export runs, and its nll (which the bonus does
+    not change) equals the plugin's validation of the original."""
+    data, ckpt, root = trained
+    out = root / "exported_v.pt"
+    run([tool("python"), "-m", "wce_fairseq.tools.export", str(ckpt), str(out)])
+    common = ["--cpu", "--max-tokens", "1200", "--log-format", "json"]
+    failing = _without_plugin("fairseq_cli.validate", data, "--task", "translation", "--path", str(ckpt), *common)
+    assert failing.returncode != 0 and "translation_encouraging" in failing.stderr
+    mine = run([tool("fairseq-validate"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging",
+                "--path", str(ckpt), *common])
+    theirs = _without_plugin("fairseq_cli.validate", data, "--task", "translation", "--path", str(out), *common)
+    assert theirs.returncode == 0, theirs.stderr[-3000:]
+
+    def record(p):
+        line = [x for x in (p.stdout + p.stderr).splitlines() if '"valid_loss"' in x][-1]
+        return json.loads(line[line.index("{"):])
+
+    a, b = record(mine), record(theirs)
+    assert float(b["valid_nll_loss"]) == pytest.approx(float(a["valid_nll_loss"]), abs=1e-3)
+    assert "valid_bonus" in a and "valid_bonus" not in b
+
+
+def test_export_refuses_to_overwrite_its_input(trained):
+    _, ckpt, _ = trained
+    p = run([tool("python"), "-m", "wce_fairseq.tools.export", str(ckpt), str(ckpt)], check=False)
+    assert p.returncode != 0 and "new file" in p.stderr

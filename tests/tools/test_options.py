@@ -1,0 +1,12 @@
+"""tools/options.py: every option of the criterion, and the README's table."""
+from tests.helpers.cli import run, tool
+
+
+def test_options_command_lists_every_option():
+    from wce_fairseq.criterions.encouraging_ce import EncouragingCrossEntropyConfig
+    import dataclasses
+
+    p = run([tool("python"), "-m", "wce_fairseq.tools.options"])
+    for f in dataclasses.fields(EncouragingCrossEntropyConfig):
+        if f.name not in ("sentence_avg", "cpu", "_name"):
+            assert "--" + f.name.replace("_", "-") in p.stdout, f.name

@@ -1,0 +1,54 @@
+"""tools/score.py: tokenised BLEU as fairseq's scorer computes it, sacreBLEU and chrF as its command line does."""
+import json
+import subprocess
+
+import pytest
+
+from tests.helpers.cli import tool
+
+HYP = ["the cat sat on the mat .", "there is a dog in the house", "a b c d e f", "it &apos;s fine ."]
+
+
+REF = ["the cat sat on a mat .", "there is a dog in my house .", "a b c d e f g", "it &apos;s fine !"]
+
+
+def test_tokenised_bleu_equals_fairseq_scorer():
+    fairseq = pytest.importorskip("fairseq")  # noqa: F841
+    from fairseq.data import Dictionary
+    from fairseq.scoring.bleu import BleuConfig, Scorer
+
+    from wce_fairseq.tools.score import score_all
+
+    d = Dictionary()
+    scorer = Scorer(BleuConfig(pad=d.pad(), eos=d.eos(), unk=d.unk()))
+    for h, r in zip(HYP, REF):  # what fairseq-generate does with --remove-bpe: re-encode both strings
+        scorer.add(d.encode_line(r, add_if_not_exist=True), d.encode_line(h, add_if_not_exist=True))
+    ours = score_all(HYP, REF, HYP, REF, lowercase=False)
+    assert ours["tok_bleu"] == pytest.approx(scorer.score(), abs=1e-9)
+    assert ours["tok_bleu_detail"]["sys_len"] == scorer.stat.predlen
+    assert ours["tok_bleu_detail"]["ref_len"] == scorer.stat.reflen
+    assert ours["tok_bleu"] > 10
+
+
+def test_detok_scores_match_sacrebleu_cli(tmp_path):
+    from wce_fairseq.tools.score import score_all
+
+    hyp = ["The cat sat on the mat.", "There is a dog in the house"]
+    ref = ["the cat sat on a mat.", "There is a dog in my house."]
+    (tmp_path / "h").write_text("\n".join(hyp) + "\n")
+    (tmp_path / "r").write_text("\n".join(ref) + "\n")
+
+    def cli(*args):
+        out = subprocess.run([tool("sacrebleu"), str(tmp_path / "r"), "-i", str(tmp_path / "h"), *args, "-w", "6"],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    for lc in (False, True):
+        ours = score_all(hyp, None, hyp, ref, lowercase=lc)
+        b = cli("-m", "bleu", *(["-lc"] if lc else []))
+        c = cli("-m", "chrf", *(["--chrf-lowercase"] if lc else []))
+        assert ours["sacrebleu"] == pytest.approx(b["score"], abs=1e-5)
+        assert ours["chrf"] == pytest.approx(c["score"], abs=1e-5)
+        assert ours["sacrebleu_signature"] == b["signature"] and ours["chrf_signature"] == c["signature"]
+        assert ("case:lc" in ours["sacrebleu_signature"]) == lc
+        assert ours["tok_bleu"] is None
