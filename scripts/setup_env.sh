@@ -2,7 +2,7 @@
 # Creates .venv (if missing) with pinned torch, the fairseq fork and our
 # dependencies, and installs this package in editable mode. Idempotent.
 #   scripts/setup_env.sh          runtime only
-#   scripts/setup_env.sh --test   plus pytest, hypothesis, triton
+#   scripts/setup_env.sh --test   plus pytest, hypothesis, triton, transformers (the HF adapter's tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -10,7 +10,7 @@ command -v "$PY" >/dev/null || PY=python3
 "$PY" -c 'import sys; assert sys.version_info[:2] >= (3, 9), sys.version' \
   || { echo "setup_env: need Python >= 3.9 (3.11 recommended)" >&2; exit 1; }
 stamp=.venv/.wce_installed
-want=$(cat requirements.txt requirements-test.txt setup.py scripts/setup_env.sh | sha1sum | cut -c1-12)
+want=$(cat requirements.txt requirements-test.txt requirements-hf.txt setup.py scripts/setup_env.sh | sha1sum | cut -c1-12)
 test_flag=${1:-}
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $("$PY" --version)"
@@ -29,8 +29,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 if [ "$test_flag" = "--test" ] && [ ! -f .venv/.wce_test ]; then
-  echo "[setup] installing test requirements (pytest, hypothesis, triton)"
-  "${PIP[@]}" install -r requirements-test.txt
+  echo "[setup] installing test requirements (pytest, hypothesis, triton, transformers)"
+  "${PIP[@]}" install -r requirements-test.txt -r requirements-hf.txt
   touch .venv/.wce_test
 fi
 .venv/bin/python -c "import torch, fairseq, wce_fairseq; print('[setup] torch', torch.__version__, '| fairseq', fairseq.__version__, '| wce_fairseq', wce_fairseq.__version__)"
+# nothing above may have replaced the pinned torch (a loose requirement would pull a CUDA build)
+.venv/bin/python -c "import torch, sys; sys.exit(None if torch.__version__.startswith('2.13.0') else 'setup_env: torch was replaced: ' + torch.__version__)"

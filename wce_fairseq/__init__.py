@@ -21,5 +21,5 @@ def register():
     fairseq_compat.apply_all()
 
 
-if "fairseq" in sys.modules:
+if sys.modules.get("fairseq") is not None:
     register()

@@ -1,0 +1,1 @@
+"""The loss for other training frameworks (``hf``: Hugging Face Transformers)."""
