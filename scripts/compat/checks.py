@@ -44,7 +44,7 @@ def check_import():
 
 
 def check_train_resume_generate(ctx):
-    from cli_helpers import PLUGIN, json_records, run, tool, train
+    from tests.helpers.cli import PLUGIN, json_records, run, tool, train
 
     ck = os.path.join(ctx["work"], "ck")
     el = ["--label-smoothing", "0.1", "--log-end", "0.5"]
@@ -63,7 +63,7 @@ def check_train_resume_generate(ctx):
 
 
 def check_schedule_any_task(ctx):
-    from cli_helpers import json_records, train
+    from tests.helpers.cli import json_records, train
 
     opts = ["--label-smoothing", "0.1", "--bonus-schedule", "linear", "--bonus-schedule-length", str(T),
             "--max-epoch", "1"]

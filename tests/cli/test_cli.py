@@ -113,6 +113,36 @@ def test_hydra_yaml(data, tmp_path):
     assert crit["_name"] == "encouraging_ce" and crit["log_end"] == 0.75 and crit["bonus_schedule"] == "linear"
 
 
+def test_hydra_relative_user_dir(data, tmp_path):
+    """Hydra changes into outputs/DATE/TIME before fairseq imports the plugin, so a
+    relative common.user_dir is not found there; with hydra.run.dir=. it is."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "rel.yaml").write_text(textwrap.dedent(f"""\
+        # @package _group_
+        common: {{user_dir: wce_fairseq, cpu: true, log_format: json, no_progress_bar: true}}
+        task: {{_name: translation_encouraging, data: {data}}}
+        criterion: {{_name: encouraging_ce, label_smoothing: 0.1}}
+        model: {{_name: transformer, encoder_layers: 1, decoder_layers: 1, encoder_embed_dim: 32,
+                 decoder_embed_dim: 32, encoder_ffn_embed_dim: 64, decoder_ffn_embed_dim: 64,
+                 encoder_attention_heads: 2, decoder_attention_heads: 2, share_all_embeddings: true}}
+        optimizer: {{_name: adam}}
+        lr_scheduler: {{_name: inverse_sqrt, warmup_updates: 10}}
+        optimization: {{lr: [0.002], max_epoch: 1}}
+        dataset: {{max_tokens: 1200, num_workers: 0}}
+        checkpoint: {{save_dir: {tmp_path / 'ck'}}}
+        """))
+    work = tmp_path / "work"  # a directory holding the plugin folder, as a checkout does
+    work.mkdir()
+    os.symlink(PLUGIN, work / "wce_fairseq")
+    cmd = [tool("fairseq-hydra-train"), "--config-dir", str(conf), "--config-name", "rel"]
+    failed = run(cmd, cwd=str(work), check=False)
+    assert failed.returncode != 0 and "FileNotFoundError" in failed.stdout + failed.stderr
+    assert (work / "outputs").exists()  # what the failed run leaves behind
+    ok = run(cmd + ["hydra.run.dir=.", "hydra.output_subdir=null"], cwd=str(work))
+    assert json_records(ok.stdout)
+
+
 def test_installed_plugin_from_any_directory(data, tmp_path):
     """After `pip install -e .`, --user-dir takes the package's folder from any cwd."""
     import wce_fairseq

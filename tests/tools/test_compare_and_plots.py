@@ -4,7 +4,11 @@ import os
 
 import pytest
 
-from tests.helpers.cli import run, tool
+pytest.importorskip("fairseq")
+
+from tests.helpers.cli import run, tool  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 def test_compare_tool(tmp_path):

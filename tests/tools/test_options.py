@@ -1,5 +1,11 @@
 """tools/options.py: every option of the criterion, and the README's table."""
-from tests.helpers.cli import run, tool
+import pytest
+
+pytest.importorskip("fairseq")
+
+from tests.helpers.cli import run, tool  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 def test_options_command_lists_every_option():

@@ -4,7 +4,10 @@ import subprocess
 
 import pytest
 
-from tests.helpers.cli import tool
+pytest.importorskip("sacremoses")
+pytest.importorskip("subword_nmt")
+
+from tests.helpers.cli import tool  # noqa: E402
 
 HYP = ["the cat sat on the mat .", "there is a dog in the house", "a b c d e f", "it &apos;s fine ."]
 

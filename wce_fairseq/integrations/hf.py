@@ -1,39 +1,14 @@
 """The encouraging loss for Hugging Face Transformers' ``Trainer`` and
-``Seq2SeqTrainer`` (Marian, NLLB, mBART, T5 fine-tuning), through the
-``compute_loss_func`` hook. Imports neither fairseq nor transformers until a
-callback is made.
-
-    from wce_fairseq.integrations.hf import encouraging_loss_func
+``Seq2SeqTrainer``, through their ``compute_loss_func`` hook
+(docs/huggingface.md). Imports neither fairseq nor, until a callback is made,
+transformers.
 
     loss_fn = encouraging_loss_func(label_smoothing=0.1, log_end=0.5)
-    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
-                             compute_loss_func=loss_fn, callbacks=[loss_fn.callback()])
+    trainer = Seq2SeqTrainer(..., compute_loss_func=loss_fn, callbacks=[loss_fn.callback()])
 
-The options are the criterion's (docs/options.md), with fairseq's label
-smoothing: 1 − ε on the target, ε/(V − 1) on every other class. Hugging Face's
-own ``label_smoothing_factor`` puts ε/V on every class (the target gets
-1 − ε + ε/V), so at bonus weight 0 this loss equals fairseq's
-``label_smoothed_cross_entropy``, not the Trainer's label smoother; leave
-``label_smoothing_factor`` at 0 with it. Labels equal to −100 are ignored. The
-sum over tokens is divided by ``num_items_in_batch`` when the Trainer passes
-it (the non-ignored labels of the whole accumulated batch, so gradient
-accumulation is exact), else by the batch's own non-ignored labels.
-
-The Trainer calls the loss without the labels in the model's inputs, so the
-decoder inputs must come from the data collator
-(``DataCollatorForSeq2Seq(tokenizer, model=model)`` makes them), as in any
-seq2seq fine-tuning.
-
-The callback feeds the schedule from ``state.global_step`` (updates applied;
-``state.epoch`` for ``bonus_schedule_unit="epoch"``), which Hugging Face's
-checkpoints restore, so a resumed run trains with the same ρ_t; a schedule
-without a length spans the run's ``max_steps`` (or ``num_train_epochs``). At
-each log it adds the bonus weight and the diagnostics — mean target
-probability, the share of tokens with p > 0.5, the mean logit margin, the
-weighted bonus — to the Trainer's logs (``eval_`` ones after an evaluation),
-as the printed logs and ``trainer.state.log_history`` show them; reporting
-integrations (TensorBoard, W&B) receive the logs before user callbacks do, so
-read ``loss_fn.diagnostics()`` for them.
+Label smoothing is fairseq's (ε/(V − 1) on the other classes, where Hugging
+Face's ``label_smoothing_factor`` uses ε/V); −100 labels are ignored; the sum
+is divided by ``num_items_in_batch`` when the Trainer passes it.
 """
 from __future__ import annotations
 

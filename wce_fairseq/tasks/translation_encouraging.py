@@ -1,11 +1,10 @@
 """``--task translation_encouraging``: fairseq's ``translation`` task, plus
 
-* a resumed run draws the same mini-batches as an uninterrupted one (see
-  ``get_batch_iterator``), so resuming from ``checkpoint_last.pt`` is exact;
-* ``--el-fuse-projection`` is checked against the model at start-up.
+* a resumed run draws the same mini-batches as an uninterrupted one, so
+  resuming from ``checkpoint_last.pt`` is exact (docs/fairseq.md);
+* ``--el-fuse-projection`` is checked against the model when the criterion is built.
 
-Bonus schedules do not need this task: the criterion follows the training
-progress through the trainer hooks of whatever task it is built with."""
+Bonus schedules do not need this task (wce_fairseq/progress.py)."""
 
 import inspect
 from dataclasses import dataclass
@@ -45,20 +44,9 @@ class TranslationEncouragingTask(TranslationTask):
             check(model)  # e.g. --el-fuse-projection on a model without a plain output projection
         return criterion
 
-    # fairseq >= 0.12 sorts the training set under ``numpy_seed(seed + epoch)``
-    # once per process, with the epoch the process starts in, and reuses those
-    # batches for every later epoch. An uninterrupted run therefore trains all
-    # epochs on the batches of epoch 1, while a run resumed at epoch k builds
-    # them from seed + k: the same sentences split and ordered differently, so
-    # the resumed parameters drift from the uninterrupted ones. Where batches
-    # are reused across epochs we always build them as epoch 1 would, which
-    # keeps an uninterrupted run identical to ``--task translation`` and makes
-    # a resumed run identical to it too. Where fairseq rebuilds batches every
-    # epoch (``rebuild_batches``, sharded data, ``disable_iterator_cache``) it
-    # already depends on the epoch alone and is left as it is. With
-    # ``--update-ordered-indices-seed`` the trainer also passes seed + epoch,
-    # which moves the iterator's shuffle as well: we pass seed + 1 instead,
-    # again what epoch 1 got.
+    # Reused batches are built as epoch 1 builds them, whatever epoch the process
+    # starts in, so a resumed run draws the batches of an uninterrupted one
+    # (docs/fairseq.md, "Resume is exact"); fresh-per-epoch batches pass through.
     def get_batch_iterator(self, dataset, *args, **kwargs):
         parent = super().get_batch_iterator
         bound = inspect.signature(parent).bind(dataset, *args, **kwargs)
