@@ -225,7 +225,7 @@ def test_fused_projection_equals_unfused(task, prefix):
 def test_model_inside_fairseq_distributed_wrapper(task, fuse):
     """Multi-worker fairseq hands the criterion ModuleProxyWrapper(DDP(model)):
     the loss, the fast logits path and the fused projection must see through it
-    (they once read the wrapper's type and crashed at the first step)."""
+    (reading the wrapper's type instead would crash at the first step)."""
     from fairseq.distributed import ModuleProxyWrapper
     from torch import nn
 

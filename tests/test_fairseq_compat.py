@@ -30,10 +30,10 @@ def test_loaded_model_runs_inference_like_the_trained_one():
     assert torch.isfinite(out).all()
     layer = loaded.encoder.layers[0]
     if fairseq_compat.needs_bt_fix():  # fairseq 0.12.2 with torch >= 1.13: the fix is what makes this pass
-        assert getattr(type(layer)._load_from_state_dict, "_wce_no_bt", False)
+        assert getattr(type(layer)._load_from_state_dict, "_wce_fix", False)
         assert layer.load_to_BT is False
     else:
-        assert not getattr(type(layer)._load_from_state_dict, "_wce_no_bt", False)
+        assert not getattr(type(layer)._load_from_state_dict, "_wce_fix", False)
 
 
 def test_torch_version_parsing():

@@ -1,4 +1,4 @@
-"""docs/design.md §6 hostile numerics and property-based agreement, for every impl."""
+"""Hostile numerics and property-based agreement with the reference, for every implementation (docs/reliability.md)."""
 import math
 
 import pytest

@@ -1,6 +1,6 @@
 """Load fairseq checkpoints under torch >= 2.6 without turning safe loading off.
 
-``torch.load`` now defaults to ``weights_only=True``; fairseq's checkpoints hold
+``torch.load`` defaults to ``weights_only=True`` since torch 2.6; fairseq's checkpoints hold
 a few plain Python objects that the safe unpickler refuses. We allow exactly
 those (found by saving real checkpoints with this plugin; see the tests), and
 nothing else.

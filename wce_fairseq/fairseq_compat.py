@@ -48,25 +48,35 @@ def needs_bt_fix(cls=None) -> bool:
     return code is not None and "load_to_BT" in code.co_names
 
 
-def disable_stale_bt_fastpath(cls=None) -> bool:
-    """Apply the fix above (idempotent); True when it is in place."""
-    cls = cls or _encoder_layer_class()
+def _wrap_method_once(cls, name, needed, after) -> bool:
+    """Run ``after(self)`` after ``cls.name`` (once, where ``needed(cls)``);
+    True when the wrapper is in place."""
     if cls is None:
         return False
-    load = cls.__dict__.get("_load_from_state_dict")
-    if getattr(load, "_wce_no_bt", False):
+    inner = cls.__dict__.get(name)
+    if getattr(inner, "_wce_fix", False):
         return True
-    if not needs_bt_fix(cls):
+    if not needed(cls):
         return False
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        load(self, *args, **kwargs)
-        self.load_to_BT = False
+    def method(self, *args, **kwargs):
+        out = inner(self, *args, **kwargs)
+        after(self)
+        return out
 
-    _load_from_state_dict._wce_no_bt = True
-    _load_from_state_dict.__doc__ = load.__doc__
-    cls._load_from_state_dict = _load_from_state_dict
+    method._wce_fix = True
+    method.__doc__ = inner.__doc__
+    setattr(cls, name, method)
     return True
+
+
+def disable_stale_bt_fastpath(cls=None) -> bool:
+    """Apply the fix above (idempotent); True when it is in place."""
+
+    def off(layer):
+        layer.load_to_BT = False
+
+    return _wrap_method_once(cls or _encoder_layer_class(), "_load_from_state_dict", needs_bt_fix, off)
 
 
 class CopyingLogSoftmax(torch.nn.Module):
@@ -98,24 +108,12 @@ def needs_adaptive_softmax_fix(cls=None) -> bool:
 
 def make_adaptive_softmax_trainable(cls=None) -> bool:
     """Apply the adaptive-softmax fix above (idempotent); True when it is in place."""
-    cls = cls or _adaptive_softmax_class()
-    if cls is None:
-        return False
-    init = cls.__dict__.get("__init__")
-    if getattr(init, "_wce_copying_lsm", False):
-        return True
-    if not needs_adaptive_softmax_fix(cls):
-        return False
 
-    def __init__(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        if isinstance(getattr(self, "lsm", None), torch.nn.LogSoftmax):
-            self.lsm = CopyingLogSoftmax(self.lsm.dim)
+    def copying_lsm(module):
+        if isinstance(getattr(module, "lsm", None), torch.nn.LogSoftmax):
+            module.lsm = CopyingLogSoftmax(module.lsm.dim)
 
-    __init__._wce_copying_lsm = True
-    __init__.__doc__ = init.__doc__
-    cls.__init__ = __init__
-    return True
+    return _wrap_method_once(cls or _adaptive_softmax_class(), "__init__", needs_adaptive_softmax_fix, copying_lsm)
 
 
 def apply_all() -> None:

@@ -1,4 +1,4 @@
-"""Bonus-weight schedules ρ_t = ρ · r(t) (docs/design.md §3). No fairseq import.
+"""Bonus-weight schedules ρ_t = ρ · r(t) (docs/design.md, "Options and schedules"). No fairseq import.
 
 ``t`` is the training progress in the chosen unit:
 

@@ -9,7 +9,7 @@
 #   test:  dev2010 + TEDX.dev2012 + tst2010-2012, ’ -> ', tokenised, lowercased;
 #   BPE:   subword-nmt, 10k merges learned on train de+en; separate dictionaries.
 # sacremoses stands in for Moses' Perl tokenizer, subword-nmt's PyPI release for
-# its git checkout. --pipeline spm keeps this project's earlier pipeline
+# its git checkout. --pipeline spm is a SentencePiece pipeline
 # (same text and splits, no Moses tokenisation, SentencePiece 10k joint).
 source "$(dirname "$0")/../common/lib.sh"
 SRC=de TGT=en VOCAB=10000 RECIPE_LOWER=1

@@ -1,4 +1,4 @@
-"""docs/design.md §6: bad configuration fails at start-up, through fairseq-train, with a
+"""Bad configuration fails at start-up, through fairseq-train, with a
 message naming the flag and the allowed range, before the first batch and
 before any checkpoint is written. Also the same checks in the Python API."""
 import os

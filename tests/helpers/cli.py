@@ -31,19 +31,18 @@ def tool_env():
                 PATH=BIN + os.pathsep + os.environ.get("PATH", ""))  # the venv's tools, activated or not
 
 
-# Seen once in ~150 fairseq-train processes in CI (torch 2.13, ve-fairseq):
-# after the run had finished and written its checkpoints, the process aborted
-# at exit with this libstdc++ message (a joinable std::thread destroyed during
-# interpreter teardown, in a process that never started a thread of the
-# plugin's). It did not recur in reruns; such a run is repeated once, and a
-# second abort fails the test.
+# Rarely (about one fairseq-train process in 150, torch 2.13 with ve-fairseq) a
+# process aborts at exit with this libstdc++ message after it has finished and
+# written its checkpoints (a joinable std::thread destroyed during interpreter
+# teardown, in a process that started no thread of the plugin's). Such a run is
+# repeated once; a second abort fails the test.
 _EXIT_ABORT = "terminate called without an active exception"
 
 
 def run(args, cwd=None, check=True, timeout=600):
     p = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if p.returncode == -6 and _EXIT_ABORT in p.stderr:
-        print(f"[cli_helpers] {os.path.basename(args[0])} aborted at exit ({_EXIT_ABORT!r}); running it once more")
+        print(f"[tests.helpers.cli] {os.path.basename(args[0])} aborted at exit ({_EXIT_ABORT!r}); running it once more")
         p = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")

@@ -1,4 +1,4 @@
-"""An independent float64 reference of docs/design.md §2, written from the table of docs/design.md §2
+"""An independent float64 reference of the loss in docs/design.md ("The loss"), written from its table
 (not from the package's code): one token at a time over full probability
 vectors, the bonus built piece by piece, gradients by autograd."""
 import math

@@ -9,7 +9,7 @@ from tests.helpers.reference import el_reference
 
 
 def test_gradient_formula_of_spec():
-    """The closed-form gradient of docs/design.md §2, evaluated directly, equals autograd."""
+    """The closed-form gradient of docs/design.md ("The gradient"), evaluated directly, equals autograd."""
     logits, target = make_inputs((6, 25), torch.float64, 19, ignore=False)
     eps, lam, rho, le = 0.1, 0.2, 1.5, 0.6
     x = logits.clone().requires_grad_()

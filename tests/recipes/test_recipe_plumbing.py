@@ -135,7 +135,7 @@ def test_iwslt14_archives_through_fairseq_s_pipeline_and_bin_survives_a_failure(
                check=False)
     assert bad.returncode != 0 and "left as it was" in bad.stderr
     assert marker.read_text() == old and not [f for f in os.listdir(out) if f.startswith("bin.new")]
-    # the earlier SentencePiece pipeline stays available
+    # the SentencePiece pipeline (--pipeline spm) too
     p = bash(f"examples/iwslt14_de_en/prepare.sh --archives {arch} --out {tmp_path / 'spm'} --vocab 80 --pipeline spm")
     assert (tmp_path / "spm" / "bin" / "spm.model").exists()
     assert (tmp_path / "spm" / "text" / "train.de").read_text().startswith("de talk title\n")

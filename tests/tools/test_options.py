@@ -16,3 +16,16 @@ def test_options_command_lists_every_option():
     for f in dataclasses.fields(EncouragingCrossEntropyConfig):
         if f.name not in ("sentence_avg", "cpu", "_name"):
             assert "--" + f.name.replace("_", "-") in p.stdout, f.name
+
+
+def test_readme_table_is_the_generator_s_output():
+    """The README's options table is `python -m wce_fairseq.tools.options --markdown`, verbatim."""
+    import os
+
+    from tests.helpers.cli import REPO
+
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    begin, end = "<!-- options:begin -->\n", "\n<!-- options:end -->"
+    table = readme[readme.index(begin) + len(begin):readme.index(end)]
+    p = run([tool("python"), "-m", "wce_fairseq.tools.options", "--markdown"])
+    assert table == p.stdout.rstrip("\n")

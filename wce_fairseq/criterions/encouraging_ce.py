@@ -1,5 +1,5 @@
 """``--criterion encouraging_ce``: label-smoothed cross-entropy plus the
-encouraging bonus (docs/design.md §2–3), a drop-in for ``label_smoothed_cross_entropy``."""
+encouraging bonus (docs/design.md), a drop-in for ``label_smoothed_cross_entropy``."""
 
 import logging
 import math

@@ -1,4 +1,4 @@
-"""Bonus shapes, their derivatives and option validation (docs/design.md §2, §3, §6).
+"""Bonus shapes, their derivatives and option validation (docs/design.md, "The loss" and "Options and schedules").
 
 Everything here is plain PyTorch and imports no fairseq.
 

@@ -1,4 +1,4 @@
-"""``impl="reference"``: the loss of docs/design.md §2 written over full probability
+"""``impl="reference"``: the loss of docs/design.md ("The loss") written over full probability
 vectors, differentiated by autograd. Readable, exact, and memory-hungry (about
 ten vocabulary-sized temporaries per token, like the authors' formula); the
 fast paths are checked against it."""

@@ -32,16 +32,21 @@ def rows():
     return out
 
 
+def markdown() -> str:
+    """The options as the README's table."""
+    lines = ["| flag | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{flag}` | `{d}` | {h.replace('|', '/')} |" for flag, d, h in rows()]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args(argv)
-    r = rows()
     if a.markdown:
-        print("| flag | default | meaning |\n|---|---|---|")
-        for flag, d, h in r:
-            print(f"| `{flag}` | `{d}` | {h.replace('|', '/')} |")
+        print(markdown())
         return
+    r = rows()
     w = max(len(x[0]) for x in r)
     print("encouraging_ce options (fairseq-train --criterion encouraging_ce ...):")
     for flag, d, h in r:
