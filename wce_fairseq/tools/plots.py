@@ -9,21 +9,34 @@
         --ckpt "EL=runs/el/checkpoint_best.pt" --subset valid --out hist.png
 """
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 import sys
+import warnings
 
 CURVE_KEYS = [("loss", "loss (bits)"), ("nll_loss", "nll loss (bits)"), ("target_prob", "mean target probability"),
               ("well_classified", "share of tokens with p > 0.5"), ("margin", "mean logit margin")]
 
 
+@contextlib.contextmanager
+def _quiet():
+    log = logging.getLogger("fairseq")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def _plt():
-    import logging
-
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq may set the root logger to DEBUG/INFO
     import matplotlib
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG/INFO
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -123,16 +136,17 @@ def target_probs(data, ckpt, subset="valid", max_tokens=4096, user_dir=None):
     import wce_fairseq
 
     wce_fairseq.register()
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([ckpt], arg_overrides={"data": data})
-    model = models[0].eval()
-    task.load_dataset(subset)
-    itr = task.get_batch_iterator(dataset=task.dataset(subset), max_tokens=max_tokens,
-                                  max_positions=utils.resolve_max_positions(task.max_positions(),
-                                                                            model.max_positions())).next_epoch_itr(
-        shuffle=False)
+    with _quiet():  # fairseq logs every file it loads; torch warns about padding masks
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([ckpt], arg_overrides={"data": data})
+        model = models[0].eval()
+        task.load_dataset(subset)
+        itr = task.get_batch_iterator(dataset=task.dataset(subset), max_tokens=max_tokens,
+                                      max_positions=utils.resolve_max_positions(task.max_positions(),
+                                                                                model.max_positions())
+                                      ).next_epoch_itr(shuffle=False)
     out = []
     pad = task.target_dictionary.pad()
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         for sample in itr:
             net = model(**sample["net_input"])
             lp = model.get_normalized_probs(net, log_probs=True)
