@@ -44,7 +44,8 @@ def needs_bt_fix(cls=None) -> bool:
     cls = cls or _encoder_layer_class()
     if cls is None or torch_version() < (1, 13):
         return False
-    code = getattr(cls.__dict__.get("_load_from_state_dict"), "__code__", None)
+    method = cls.__dict__.get("_load_from_state_dict")
+    code = getattr(getattr(method, "__wrapped__", method), "__code__", None)
     return code is not None and "load_to_BT" in code.co_names
 
 
@@ -65,6 +66,7 @@ def _wrap_method_once(cls, name, needed, after) -> bool:
         return out
 
     method._wce_fix = True
+    method.__wrapped__ = inner  # what needed(cls) inspects, once wrapped
     method.__doc__ = inner.__doc__
     setattr(cls, name, method)
     return True

@@ -10,7 +10,7 @@ import pytest
 from wce_fairseq.ops.triton_compile import cuda_backend_available
 
 WHY_NOT = cuda_backend_available()
-pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"no offline CUDA compiler in this Triton: {WHY_NOT}")
+needs_compiler = pytest.mark.skipif(WHY_NOT is not None, reason=f"no offline CUDA compiler in this Triton: {WHY_NOT}")
 
 from wce_fairseq.ops.triton_compile import Job, compile_jobs, supported_archs, variants  # noqa: E402
 from wce_fairseq.ops.triton_config import AUTOTUNE_CANDIDATES, GPU_CONFIG, KINDS, LaunchConfig, occupancy  # noqa: E402
@@ -49,11 +49,13 @@ def _ok(result):
     assert share >= 0.5, (result, warps)
 
 
+@needs_compiler
 @pytest.mark.parametrize("job", MATRIX, ids=lambda j: f"sm{j.arch}-{j.kind}-{j.variant}-{j.dtype}")
 def test_kernel_compiles_within_budget(compiled, job):
     _ok(compiled[job])
 
 
+@needs_compiler
 @pytest.mark.parametrize("job", OTHER_V, ids=lambda j: f"{j.kind}-V{j.V}")
 def test_other_vocabulary_sizes_compile(compiled, job):
     """Triton specialises on the 16-divisibility of V and of the row stride:
@@ -61,10 +63,27 @@ def test_other_vocabulary_sizes_compile(compiled, job):
     _ok(compiled[job])
 
 
+@needs_compiler
 @pytest.mark.parametrize("job", AUTOTUNE, ids=lambda j: f"{j.kind}-{j.block}x{j.num_warps}")
 def test_autotune_candidates_compile_without_spills(compiled, job):
     r = compiled[job]
     assert r["error"] is None and r["spill_stores"] == 0 and r["local"] == 0, r
+
+
+def test_pinned_triton_runs_the_check():
+    """The test environment's Triton compiles offline, so the checks above run in CI."""
+    import triton
+
+    pinned = _pinned_triton()
+    if triton.__version__ != pinned:
+        pytest.skip(f"Triton {triton.__version__} is not the pinned {pinned}")
+    assert WHY_NOT is None
+
+
+def _pinned_triton():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "requirements-test.txt")) as f:
+        return next(line.split("==")[1].strip() for line in f if line.startswith("triton=="))
 
 
 def test_autotune_starts_from_the_offline_choice():
@@ -72,6 +91,7 @@ def test_autotune_starts_from_the_offline_choice():
         assert AUTOTUNE_CANDIDATES[kind][0] == GPU_CONFIG[kind]
 
 
+@needs_compiler
 def test_check_refuses_a_spilling_kernel(compiled):
     """The check can fail: a 16384-wide tile on 4 warps (128 fp32 elements a
     thread) does not fit the registers."""
@@ -79,6 +99,7 @@ def test_check_refuses_a_spilling_kernel(compiled):
     assert any("spills" in p for p in found), found
 
 
+@needs_compiler
 def test_check_refuses_a_kernel_that_does_not_compile(compiled):
     r = compiled[BROKEN]
     assert r["error"] is not None and r["problems"] == ["does not compile"], r

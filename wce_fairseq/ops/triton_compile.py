@@ -49,9 +49,23 @@ def cuda_backend_available() -> Optional[str]:
         make_backend(GPUTarget("cuda", 80, 32))
     except Exception as e:  # no triton, or a Triton without its CUDA backend
         return f"{type(e).__name__}: {e}"
+    if not _has_compile_interface():
+        return (f"Triton {triton.__version__} lacks the compiler interface this check drives "
+                "(triton.knobs and a three-argument binder, as in the pinned Triton 3.9)")
     if not os.path.exists(_tool("ptxas")):
         return "the triton wheel has no ptxas"
     return None
+
+
+def _has_compile_interface() -> bool:
+    import inspect
+
+    import triton
+    from triton.runtime import jit
+
+    binder = getattr(jit, "create_function_from_signature", None)
+    return (hasattr(triton, "knobs") and binder is not None
+            and len(inspect.signature(binder).parameters) == 3)
 
 
 def _tool(name: str) -> str:
