@@ -5,6 +5,7 @@ results go to a JSON file that compat.sh turns into the matrix.
     python scripts/compat/checks.py --name NAME --out results.json [--work DIR]
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -40,7 +41,14 @@ def check_import():
     assert "encouraging_ce" in CRITERION_REGISTRY and "translation_encouraging" in TASK_REGISTRY
     from wce_fairseq import fairseq_compat
 
-    return "BetterTransformer fix active" if fairseq_compat.needs_bt_fix() else ""
+    notes = ["BetterTransformer fix active"] if fairseq_compat.needs_bt_fix() else []
+    if importlib.util.find_spec("transformers") is None:
+        # the plugin and its suite below without the [hf] extra
+        from wce_fairseq.integrations.hf import encouraging_loss_func
+
+        encouraging_loss_func(label_smoothing=0.1, log_end=0.5)
+        notes.append("no transformers installed")
+    return ", ".join(notes)
 
 
 def check_train_resume_generate(ctx):
