@@ -122,7 +122,7 @@ def main(argv=None):
     dev = torch.cuda.get_device_name() if a.device == "cuda" else f"{platform.machine()}, {os.cpu_count()} cores"
     print(f"\nloss from logits as the criterion runs it (EL diagnostics {'off' if a.no_stats else 'on'}), "
           f"{a.dtype} on {a.device} ({dev}); torch {torch.__version__}; eps={EPS}, LE={LE}; median of {a.repeats}")
-    print(f"| N x V | logits | mode | busy | threads | provider | ms | x stock | extra MiB | x stock |")
+    print("| N x V | logits | mode | busy | threads | provider | ms | x stock | extra MiB | x stock |")
     print("|---|---|---|---:|---|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['N']} x {r['V']} | {r['logits']} | {r['mode']} | {r['busy']} | {r['threads']} | "
