@@ -139,12 +139,11 @@ def runnable_impls(device: torch.device | str = "cpu") -> Tuple[str, ...]:
 
 
 def run_impl(name: str, logits, target, spec: BonusSpec, ignore_index: int, reduction: str, want_stats: bool,
-             **impl_options) -> ELResult:
+             options: ImplOptions = ImplOptions()) -> ELResult:
     """The loss through the concrete implementation ``name`` (no resolution)."""
     if name == "reference":
         return reference_forward(logits, target, spec, ignore_index, reduction, want_stats)
-    return el_forward(kernel(name), logits, target, spec, ignore_index, reduction, want_stats,
-                      ImplOptions(**impl_options))
+    return el_forward(kernel(name), logits, target, spec, ignore_index, reduction, want_stats, options)
 
 
 def compute(logits, target, spec: BonusSpec, *, ignore_index: int = -100, reduction: str = "mean",
@@ -154,4 +153,4 @@ def compute(logits, target, spec: BonusSpec, *, ignore_index: int = -100, reduct
     name = resolve_impl(impl, logits.device)
     # the reference gathers with the ids themselves: its check cannot wait
     check_inputs(logits, target, reduction, ignore_index, sync_free=options.sync_free and name != "reference")
-    return run_impl(name, logits, target, spec, ignore_index, reduction, want_stats, **impl_options)
+    return run_impl(name, logits, target, spec, ignore_index, reduction, want_stats, options)
