@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from ..ops.bonus import BonusSpec
+from ..ops.bonus import DEFAULT_LOG_END, BonusSpec
 from ..ops.dispatch import compute, resolve_impl
 from ..schedule import DEFAULT_EXP_RATIO, DEFAULT_UNIT, BonusSchedule
 
@@ -129,7 +129,7 @@ def _make_callback(loss_fn: EncouragingLossFunc):
 def encouraging_loss_func(
     *,
     label_smoothing: float = 0.0,
-    log_end: float = 0.5,
+    log_end: float = DEFAULT_LOG_END,
     bonus: str = "log",
     bonus_weight: float = 1.0,
     bonus_gamma: Optional[float] = None,

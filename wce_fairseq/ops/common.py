@@ -109,6 +109,10 @@ class Targets(NamedTuple):
     valid: torch.Tensor  # bool: not ignore_index (and in range)
     n_valid: torch.Tensor  # int64, 0-d, on the device (never read by the host)
 
+    def slice(self, c0: int, c1: int) -> "Targets":
+        """Rows c0..c1; ``n_valid`` stays the whole call's (the mean's denominator)."""
+        return Targets(self.safe[c0:c1], self.valid[c0:c1], self.n_valid)
+
 
 def prepare_targets(target: torch.Tensor, V: int, ignore_index: int) -> Targets:
     # an out-of-range id is reported by ops/targets.py; meanwhile it counts as padding

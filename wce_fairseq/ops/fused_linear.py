@@ -20,6 +20,7 @@ import torch
 from .bonus import BonusSpec
 from .common import LOW_PRECISION, Diagnostics, ELResult, add_diagnostics, grad_scale, prepare_targets, reduce_tokens
 from .dispatch import kernel, resolve_impl
+from .function import ImplOptions
 from .targets import check_target_range
 
 # rows of logits per chunk: large enough for an efficient matmul
@@ -54,8 +55,7 @@ class FusedLinearEncouragingLoss(torch.autograd.Function):
             z = (h[c0:c1] @ weight.t()).to(f32) if native else hc @ wf.t()
             if bias is not None:
                 z += bias.to(f32)
-            part = type(targets)(*(x[c0:c1] for x in targets[:2]), targets.n_valid)
-            out = loss_kernel.forward(z, part, spec, want_stats=want_stats, grad_scale=scale[c0:c1] if need else None,
+            out = loss_kernel.forward(z, targets.slice(c0, c1), spec, want_stats=want_stats, grad_scale=scale[c0:c1] if need else None,
                                       inplace=True, sync_free=sync_free)
             loss[c0:c1], nll[c0:c1], bon[c0:c1] = out.loss, out.nll, out.bonus
             if want_stats:
@@ -100,7 +100,7 @@ def fused_linear_encouraging_loss(
     D = hidden.shape[-1]
     h = hidden.reshape(-1, D)
     t = target.reshape(-1)
-    sync_free = hidden.is_cuda if sync_free is None else bool(sync_free)
+    sync_free = ImplOptions(sync_free=sync_free).for_tensor(hidden).sync_free
     check_target_range(t, weight.shape[0], ignore_index, deferred=sync_free)
     loss, nll, bonus, vec = FusedLinearEncouragingLoss.apply(
         h, weight, bias, t, spec, ignore_index, reduction, want_stats, chunk_rows, impl, sync_free
