@@ -22,7 +22,6 @@ from ..ops.dispatch import compute, resolve_impl
 from ..schedule import DEFAULT_EXP_RATIO, DEFAULT_UNIT, BonusSchedule
 
 IGNORE_INDEX = -100
-_KEYS = ("tokens", "target_prob", "well_classified", "margin", "bonus", "rho_tokens")
 
 
 class EncouragingLossFunc:
