@@ -245,16 +245,18 @@ def compile_jobs(jobs: List[Job], workers: int = 2) -> List[dict]:
     """Compile ``jobs`` in ``workers`` processes (without the CPU interpreter);
     results in the order of ``jobs``."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="wce_triton_cache_"))
     shares = [jobs[i::workers] for i in range(workers)]
-    procs = [subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for share in shares if share]
     results = []
-    for proc, share in zip(procs, shares):
-        out, err = proc.communicate(json.dumps([list(j) for j in share]))
-        if proc.returncode != 0:
-            raise RuntimeError(f"the compile worker failed ({proc.returncode}):\n{err[-3000:]}")
-        results.append(json.loads(out))
+    # a cache of this call's own (removed afterwards) unless the caller names one
+    with tempfile.TemporaryDirectory(prefix="wce_triton_cache_") as cache:
+        env.setdefault("TRITON_CACHE_DIR", cache)
+        procs = [subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env) for share in shares if share]
+        for proc, share in zip(procs, shares):
+            out, err = proc.communicate(json.dumps([list(j) for j in share]))
+            if proc.returncode != 0:
+                raise RuntimeError(f"the compile worker failed ({proc.returncode}):\n{err[-3000:]}")
+            results.append(json.loads(out))
     ordered = []
     for i in range(len(jobs)):
         ordered.append(results[i % workers][i // workers])
