@@ -111,10 +111,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--work", default=None)
+    ap.add_argument("--work", default=None, help="keep the toy data and checkpoints here (default: a temporary folder)")
     ap.add_argument("--skip-tests", action="store_true")
     a = ap.parse_args()
-    work = a.work or tempfile.mkdtemp(prefix="wce_compat_")
+    if a.work:
+        ok = run_checks(a, a.work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="wce_compat_") as work:
+            ok = run_checks(a, work)
+    sys.exit(0 if ok else 1)
+
+
+def run_checks(a, work) -> bool:
     results = {"name": a.name, "checks": []}
     ctx = {"work": work}
 
@@ -150,7 +158,7 @@ def main():
             step("tests (not slow)", check_tests, ctx)
     with open(a.out, "w") as f:
         json.dump(results, f, indent=1)
-    sys.exit(0 if all(c["ok"] for c in results["checks"]) else 1)
+    return all(c["ok"] for c in results["checks"])
 
 
 if __name__ == "__main__":
