@@ -25,7 +25,7 @@ warp in steps of 256 (8 per thread), and at most ``MAX_WARPS[arch]`` warps.
 Neither depends on V beyond the number of tiles, ``ceil(V / BLOCK)`` (the
 masked lanes of the last one load nothing), nor on the dtype: one
 configuration per kernel on every GPU. ``REGISTER_BUDGET`` is what the offline
-compile check (tests/test_triton_compile.py) holds every variant to, and
+compile check (tests/ops/test_triton_compile.py) holds every variant to, and
 where the ≥ 50 % occupancy comes from. Under the CPU interpreter (tests) the
 tile is at most 1024 wide and shrinks with V, since numpy runs every lane.
 

@@ -13,7 +13,7 @@ for every dtype; no other N×V buffer (the gradient goes to its own buffer or
 over the logits). The launch configuration comes from ``triton_config``.
 
 Imported only where Triton can run (CUDA, or ``TRITON_INTERPRET=1`` on the CPU,
-which is how the tests run it); ``tests/test_triton_compile.py`` compiles both
+which is how the tests run it); ``tests/ops/test_triton_compile.py`` compiles both
 kernels for real GPUs offline.
 """
 from __future__ import annotations
