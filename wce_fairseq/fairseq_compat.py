@@ -17,8 +17,28 @@ every backward stops with "one of the variables needed for gradient
 computation has been modified by an inplace operation". Its ``lsm`` module is
 replaced by one that hands back a copy of the log-softmax: the in-place add
 then changes the copy, values are unchanged, and the backward is exact.
+
+fairseq with torch >= 2.6: a distributed run cannot resume. Rank 0 reads
+``checkpoint_last.pt`` and sends it to the other ranks with
+``distributed_utils.broadcast_object``, which pickles it with ``torch.save``
+(the configuration by then an omegaconf ``DictConfig``); the receivers
+``torch.load`` it with torch's default ``weights_only=True``, which refuses
+``DictConfig``, so rank 1 stops in ``trainer.load_checkpoint`` and rank 0 with
+"Connection closed by peer". The receiving side is replaced by one that
+reads the same two broadcasts (length, then bytes) and unpickles them with
+``weights_only=False``: the bytes come from rank 0 of the same job, over its
+own process group, after rank 0 read the file with safe loading.
+
+fairseq with numpy >= 2: ``np.compat`` is gone, and fairseq's
+``TokenBlockDataset`` (``--task language_modeling --sample-break-mode eos``)
+and ``LanguagePairDataset`` (``--num-batch-buckets``) use ``np.compat.long``.
+Those two modules get a view of numpy that adds it back (``long`` is
+Python's ``int``, what numpy 1 had there); numpy itself is left unchanged.
 """
 from __future__ import annotations
+
+import io
+import types
 
 import torch
 
@@ -118,6 +138,116 @@ def make_adaptive_softmax_trainable(cls=None) -> bool:
     return _wrap_method_once(cls or _adaptive_softmax_class(), "__init__", needs_adaptive_softmax_fix, copying_lsm)
 
 
+def _distributed_utils():
+    try:
+        from fairseq.distributed import utils
+    except ImportError:  # pragma: no cover - fairseq without it
+        return None
+    return utils
+
+
+def _kwarg_names(code) -> set:
+    """Keyword-argument names a function's code passes (kept in its constants)."""
+    return {name for const in code.co_consts if isinstance(const, tuple) for name in const if isinstance(name, str)}
+
+
+def needs_broadcast_fix(module=None) -> bool:
+    """True where ranks unpickle broadcast objects with torch's default
+    ``torch.load``, and that default is safe loading (torch >= 2.6)."""
+    module = module or _distributed_utils()
+    fn = getattr(module, "_broadcast_object_slow", None)
+    code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)
+    return (code is not None and torch_version() >= (2, 6) and "load" in code.co_names
+            and "weights_only" not in _kwarg_names(code))
+
+
+def _trusting_receiver(send):
+    """fairseq's ``_broadcast_object_slow`` with its receiving side reading
+    rank ``src_rank``'s pickle without safe loading (see the module's text)."""
+
+    def broadcast_object_slow(obj, src_rank, group, dist_device):
+        utils = _distributed_utils()
+        if utils.get_rank(group) == src_rank:
+            return send(obj, src_rank, group, dist_device)
+        length = torch.zeros(1, dtype=torch.long, device=dist_device)
+        utils.broadcast(length, src=src_rank, group=group)
+        payload = torch.empty(int(length.item()), dtype=torch.uint8, device=dist_device)
+        utils.broadcast(payload, src=src_rank, group=group)
+        return torch.load(io.BytesIO(payload.cpu().numpy().tobytes()), map_location="cpu", weights_only=False)
+
+    broadcast_object_slow._wce_fix = True
+    broadcast_object_slow.__wrapped__ = send
+    return broadcast_object_slow
+
+
+def receive_broadcasts_unsafely_from_rank_0(module=None) -> bool:
+    """Apply the broadcast fix above (idempotent); True when it is in place."""
+    module = module or _distributed_utils()
+    fn = getattr(module, "_broadcast_object_slow", None)
+    if getattr(fn, "_wce_fix", False):
+        return True
+    if not needs_broadcast_fix(module):
+        return False
+    module._broadcast_object_slow = _trusting_receiver(fn)
+    return True
+
+
+NUMPY_COMPAT_MODULES = ("fairseq.data.token_block_dataset", "fairseq.data.language_pair_dataset")
+
+
+class _NumpyWithCompat(types.ModuleType):
+    """numpy as seen by one fairseq module: numpy itself, plus ``compat.long``."""
+
+    def __init__(self, numpy):
+        super().__init__("numpy")
+        self._numpy = numpy
+        self.compat = types.SimpleNamespace(long=int)
+
+    def __getattr__(self, name):
+        return getattr(self._numpy, name)
+
+
+def needs_numpy_compat_fix(module) -> bool:
+    """True where ``module`` uses ``np.compat`` and the numpy it sees has none."""
+    np = getattr(module, "np", None)
+    if np is None or hasattr(np, "compat"):
+        return False
+    return any("compat" in getattr(obj, "__code__", types.SimpleNamespace(co_names=())).co_names
+               for obj in _functions_of(module))
+
+
+def _functions_of(module):
+    """The functions defined in ``module``, methods (static ones too) included."""
+    for obj in vars(module).values():
+        if isinstance(obj, type) and obj.__module__ == module.__name__:
+            for f in vars(obj).values():
+                f = getattr(f, "__func__", f)  # staticmethod, classmethod
+                if isinstance(f, types.FunctionType):
+                    yield f
+        elif isinstance(obj, types.FunctionType) and obj.__module__ == module.__name__:
+            yield obj
+
+
+def give_fairseq_numpy_compat() -> list:
+    """Apply the numpy fix above (idempotent); the modules it is in place in."""
+    import importlib
+
+    fixed = []
+    for name in NUMPY_COMPAT_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - fairseq without it
+            continue
+        if isinstance(module.np, _NumpyWithCompat):
+            fixed.append(name)
+        elif needs_numpy_compat_fix(module):
+            module.np = _NumpyWithCompat(module.np)
+            fixed.append(name)
+    return fixed
+
+
 def apply_all() -> None:
     disable_stale_bt_fastpath()
     make_adaptive_softmax_trainable()
+    receive_broadcasts_unsafely_from_rank_0()
+    give_fairseq_numpy_compat()

@@ -41,7 +41,10 @@ def check_import():
     assert "encouraging_ce" in CRITERION_REGISTRY and "translation_encouraging" in TASK_REGISTRY
     from wce_fairseq import fairseq_compat
 
-    notes = ["BetterTransformer fix active"] if fairseq_compat.needs_bt_fix() else []
+    applied = {"BetterTransformer": fairseq_compat.needs_bt_fix(),
+               "broadcast": fairseq_compat.needs_broadcast_fix(),
+               "numpy compat": bool(fairseq_compat.give_fairseq_numpy_compat())}
+    notes = [f"{name} fix active" for name, on in applied.items() if on]
     if importlib.util.find_spec("transformers") is None:
         # the plugin and its suite below without the [hf] extra
         from wce_fairseq.integrations.hf import encouraging_loss_func

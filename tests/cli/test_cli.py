@@ -170,6 +170,23 @@ def test_checkpoint_loads_with_safe_torch_load(data, tmp_path):
     assert bare.returncode != 0 and "weights_only" in (bare.stdout + bare.stderr)
 
 
+@pytest.mark.parametrize("order", ["wce_fairseq, fairseq", "fairseq, wce_fairseq"])
+def test_from_pretrained_in_either_import_order(data, tmp_path, order):
+    """fairseq's hub interface loads a checkpoint trained with the plugin
+    whichever of the two packages is imported first, and translates."""
+    ck = tmp_path / "ck"
+    train(data, str(ck), ["--max-epoch", "1", "--max-update", "2"])
+    code = (
+        f"import {order}\n"
+        "from fairseq.models.transformer import TransformerModel\n"
+        f"m = TransformerModel.from_pretrained({str(ck)!r}, checkpoint_file='checkpoint_last.pt', "
+        f"data_name_or_path={data!r}, source_lang='en', target_lang='ps')\n"
+        "print('task', type(m.task).__name__, '|', m.translate('▁the ▁cat ▁sees ▁a ▁dog', beam=2))\n"
+    )
+    p = run([tool("python"), "-c", code])
+    assert "task TranslationEncouragingTask |" in p.stdout and p.stdout.strip().split("|")[1].strip()
+
+
 def test_eval_bleu_checkpoints_load_safely_and_resume(data, tmp_path):
     """--eval-bleu (the recipes' checkpoint selection) stores its n-gram counts
     as numpy int64 arrays in the checkpoint's metrics: safe loading must take

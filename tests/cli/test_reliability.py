@@ -28,30 +28,44 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("fuse", [False, True], ids=["logits", "fused-projection"])
-def test_fairseq_distributed_two_workers_equal_one_process(data, tmp_path, fuse):
+DIST_OPTS = ["--label-smoothing", "0.1", "--log-end", "0.75", "--bonus-weight", "1", "--bonus-schedule", "linear",
+             "--bonus-schedule-length", "30", "--dropout", "0", "--max-tokens", "600", "--report-accuracy"]
+
+
+def two_workers(data, save_dir, opts):
     """fairseq's own distributed training on the CPU: two ``fairseq-train``
     workers (gloo, ``--ddp-backend legacy_ddp``, ranks given on the command
     line as for a manual multi-node launch; torchrun/spawn and the c10d
-    backend assume GPUs in fairseq itself) against one process with
-    ``--update-freq 2`` on the same global batches. Every logged train/valid
-    value and the final parameters agree. Each worker imports the plugin
-    itself through ``--user-dir``. Dropout is 0: fairseq seeds it per update,
-    so a worker's mask would differ from the second micro-batch's."""
-    opts = ["--label-smoothing", "0.1", "--log-end", "0.75", "--bonus-weight", "1", "--bonus-schedule", "linear",
-            "--bonus-schedule-length", "30", "--dropout", "0", "--max-tokens", "600", "--max-epoch", "2",
-            "--report-accuracy", *(["--el-fuse-projection"] if fuse else [])]
+    backend assume GPUs in fairseq itself), each importing the plugin itself
+    through ``--user-dir``. Returns their outputs, rank 0 first."""
     dist = ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp", "--distributed-world-size", "2",
             "--distributed-init-method", f"tcp://127.0.0.1:{_free_port()}", "--distributed-no-spawn"]
-    workers = [subprocess.Popen(train_command(data, str(tmp_path / "two"), [*opts, *dist, "--distributed-rank", str(r)]),
+    workers = [subprocess.Popen(train_command(data, save_dir, [*opts, *dist, "--distributed-rank", str(r)]),
                                 env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for r in range(2)]
-    one = train(data, str(tmp_path / "one"), [*opts, "--update-freq", "2"])
     logs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     assert "distributed init (rank 1)" in logs[1] and "distributed init (rank 0)" in logs[0]
+    return logs
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["logits", "fused-projection"])
+def distributed_run(request, data, tmp_path_factory):
+    """Two workers for two epochs: (options, save dir, rank 0's log)."""
+    opts = [*DIST_OPTS, *(["--el-fuse-projection"] if request.param else [])]
+    save = tmp_path_factory.mktemp("two")
+    return opts, save, two_workers(data, str(save), [*opts, "--max-epoch", "2"])[0]
+
+
+def test_fairseq_distributed_two_workers_equal_one_process(data, tmp_path, distributed_run):
+    """Two workers against one process with ``--update-freq 2`` on the same
+    global batches: every logged train/valid value and the final parameters
+    agree. Dropout is 0: fairseq seeds it per update, so a worker's mask would
+    differ from the second micro-batch's."""
+    opts, two, log = distributed_run
+    one = train(data, str(tmp_path / "one"), [*opts, "--max-epoch", "2", "--update-freq", "2"])
     for kind in ("train", "valid"):
-        a, b = json_records(one.stdout, kind), json_records(logs[0], kind)  # rank 0 logs the reduced values
+        a, b = json_records(one.stdout, kind), json_records(log, kind)  # rank 0 logs the reduced values
         assert len(a) == len(b) == 2
         for ra, rb in zip(a, b):
             # validation is sharded too: per-step sizes (fairseq averages wpb, bsz,
@@ -59,8 +73,29 @@ def test_fairseq_distributed_two_workers_equal_one_process(data, tmp_path, fuse)
             same_record(ra, rb, kind, skip=("wpb", "bsz", "total", "n_correct") if kind == "valid" else ())
     assert float(json_records(one.stdout)[-1]["num_updates"]) == 22  # 11 global batches per epoch
     drift = max_diff(load_checkpoint(tmp_path / "one" / "checkpoint_last.pt")["model"],
-                      load_checkpoint(tmp_path / "two" / "checkpoint_last.pt")["model"])
+                     load_checkpoint(two / "checkpoint_last.pt")["model"])
     assert drift <= 1e-5
+
+
+@pytest.mark.parametrize("distributed_run", [False], ids=["logits"], indirect=True)
+def test_fairseq_distributed_run_resumes_with_default_flags(data, tmp_path, distributed_run):
+    """Two workers stopped at update 6 (inside epoch 1), then the same command
+    run again: it resumes from checkpoint_last.pt (rank 0 reads it and
+    broadcasts it to rank 1, which unpickles it) with no extra flag, and logs
+    epoch 2 and its validations exactly as the uninterrupted run."""
+    opts, _, full = distributed_run
+    part = str(tmp_path / "part")
+    two_workers(data, part, [*opts, "--max-update", "6"])
+    resumed = two_workers(data, part, [*opts, "--max-epoch", "2"])
+    assert "Loaded checkpoint" in resumed[0]  # rank 0 logs for both
+    a, b = json_records(full), json_records(resumed[0])
+    assert [r["epoch"] for r in a] == [1, 2] and [r["epoch"] for r in b] == [1, 2]  # epoch 1's rest, then 2
+    same_record(a[1], b[1], "train")
+    va, vb = json_records(full, "valid"), json_records(resumed[0], "valid")
+    assert len(va) == len(vb) == 2
+    # the resumed run knows a best loss from its first part already
+    same_record(va[0], vb[0], "valid", skip=("best_loss",))
+    same_record(va[1], vb[1], "valid")
 
 
 def test_two_workers_equal_one_process(tmp_path):

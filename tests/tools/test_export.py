@@ -12,8 +12,6 @@ pytest.importorskip("fairseq")
 
 from tests.helpers.cli import PLUGIN, make_toy_data, run, tool, train  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
 # fairseq's own command-line entry points, started in a process where
 # `import wce_fairseq` fails: what a colleague without the plugin has.
 WITHOUT_PLUGIN = ("import sys; sys.modules['wce_fairseq'] = None; import runpy; "
@@ -48,6 +46,7 @@ def trained(tmp_path_factory):
     return data, ck / "checkpoint_last.pt", root
 
 
+@pytest.mark.slow
 def test_exported_checkpoint_decodes_identically_without_the_plugin(trained):
     data, ckpt, root = trained
     out = root / "exported.pt"
@@ -72,6 +71,7 @@ def test_exported_checkpoint_decodes_identically_without_the_plugin(trained):
     assert state["model"].keys() == orig["model"].keys()
 
 
+@pytest.mark.slow
 def test_exported_checkpoint_validates_without_the_plugin(trained):
     """fairseq-validate needs the checkpoint's task and criterion: the original
     fails without the plugin, the export runs, and its nll (which the bonus does
@@ -96,7 +96,56 @@ def test_exported_checkpoint_validates_without_the_plugin(trained):
     assert "valid_bonus" in a and "valid_bonus" not in b
 
 
+@pytest.mark.slow
 def test_export_refuses_to_overwrite_its_input(trained):
     _, ckpt, _ = trained
     p = run([tool("python"), "-m", "wce_fairseq.tools.export", str(ckpt), str(ckpt)], check=False)
     assert p.returncode != 0 and "new file" in p.stderr
+
+
+def _plugin_checkpoint(path):
+    state = {"model": {"w": torch.arange(4.0)}, "cfg": {"task": {"_name": "translation_encouraging"},
+                                                        "criterion": {"_name": "encouraging_ce", "bonus": "log"},
+                                                        "common": {"user_dir": "wce_fairseq"}}}
+    torch.save(state, path)
+    return path.read_bytes()
+
+
+def test_export_refuses_a_link_to_its_input(tmp_path):
+    from wce_fairseq.tools.export import main
+
+    ckpt = tmp_path / "checkpoint_last.pt"
+    original = _plugin_checkpoint(ckpt)
+    link = tmp_path / "model.pt"
+    link.symlink_to(ckpt)
+    with pytest.raises(SystemExit):
+        main([str(ckpt), str(link)])
+    assert ckpt.read_bytes() == original
+
+
+def test_export_writes_through_a_temporary_file(tmp_path, monkeypatch):
+    """An interrupted write leaves neither a partial output nor the temporary
+    file; a link as the output is written through, and stays a link."""
+    from wce_fairseq.tools import export
+
+    ckpt = tmp_path / "checkpoint_last.pt"
+    _plugin_checkpoint(ckpt)
+    out = tmp_path / "exported.pt"
+    real_save = torch.save
+
+    def interrupted(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export.main([str(ckpt), str(out)])
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_last.pt"]
+
+    monkeypatch.setattr(export.torch, "save", real_save)
+    (tmp_path / "models").mkdir()
+    out.symlink_to(tmp_path / "models" / "m.pt")
+    export.main([str(ckpt), str(out)])
+    assert out.is_symlink()
+    state = torch.load(tmp_path / "models" / "m.pt")
+    assert state["cfg"]["task"]["_name"] == "translation" and torch.equal(state["model"]["w"], torch.arange(4.0))

@@ -5,6 +5,11 @@ wheels do not). ``--by epoch`` takes ``checkpointE.pt`` (one per epoch),
 ordered by update; ``auto`` takes update checkpoints where there are any.
 
     python -m wce_fairseq.tools.average --dir CKPT_DIR --last 10 --out CKPT_DIR/checkpoint_avg10.pt [--by update]
+
+As with fairseq's script, everything but the floating-point weights comes
+from the *newest* of the averaged checkpoints (its training state, its
+configuration, the progress of a bonus schedule, integer buffers), and
+``--last N`` must be at least 1 and at most the number of checkpoints found.
 """
 import argparse
 import collections
@@ -14,6 +19,10 @@ import sys
 
 
 def last_checkpoints(directory, n, by="auto"):
+    """The last ``n`` checkpoints of ``directory``, oldest first; exits with
+    the reason where there are fewer than ``n`` (or ``n`` < 1)."""
+    if n < 1:
+        sys.exit(f"average: --last must be at least 1; got {n}")
     epochs, updates = [], []
     for f in os.listdir(directory):
         m = re.fullmatch(r"checkpoint(\d+)\.pt", f)
@@ -25,34 +34,38 @@ def last_checkpoints(directory, n, by="auto"):
     if by == "auto":
         by = "update" if updates else "epoch"
     found = sorted(updates if by == "update" else epochs)
-    if not found:
-        pattern = "checkpoint_E_U.pt" if by == "update" else "checkpointN.pt"
-        sys.exit(f"average: no {pattern} files in {directory}")
+    pattern = "checkpoint_E_U.pt" if by == "update" else "checkpointN.pt"
+    if len(found) < n:
+        sys.exit(f"average: --last {n} needs {n} {pattern} files in {directory}; found {len(found)}")
     return [p for _, p in found[-n:]]
 
 
 def average(paths):
+    """The newest checkpoint (``paths[-1]``) with the mean of every
+    checkpoint's floating-point weights."""
     import torch
 
     import wce_fairseq
 
     wce_fairseq.register()  # allows fairseq's checkpoint contents under safe loading
-    avg = collections.OrderedDict()
-    first = None
+    total = collections.OrderedDict()
+    newest = None
     for p in paths:
-        state = torch.load(p, map_location="cpu")
-        first = first or state
-        for k, v in state["model"].items():
-            v = v.double() if v.is_floating_point() else v
-            if k in avg:
-                avg[k] = avg[k] + v if v.is_floating_point() else avg[k]
+        newest = torch.load(p, map_location="cpu")
+        for k, v in newest["model"].items():
+            if not v.is_floating_point():
+                total[k] = v  # integer buffers: the newest's
+            elif k in total:
+                total[k] += v.double()
             else:
-                avg[k] = v.clone()
-    for k, v in avg.items():
+                total[k] = v.double()
+    avg = collections.OrderedDict()
+    for k, v in total.items():
         if v.is_floating_point():  # fp32 (fp16/bf16 checkpoints of --fp16/--bf16 runs come out in fp32)
-            avg[k] = (v / len(paths)).to(torch.float64 if first["model"][k].dtype == torch.float64 else torch.float32)
-    first["model"] = avg
-    return first
+            v = (v / len(paths)).to(torch.float64 if newest["model"][k].dtype == torch.float64 else torch.float32)
+        avg[k] = v
+    newest["model"] = avg
+    return newest
 
 
 def main(argv=None):
@@ -60,7 +73,7 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", required=True)
-    ap.add_argument("--last", type=int, default=10)
+    ap.add_argument("--last", type=int, default=10, help="how many of the newest checkpoints (>= 1)")
     ap.add_argument("--by", choices=("auto", "epoch", "update"), default="auto")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)

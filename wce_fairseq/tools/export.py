@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import tempfile
 
 import torch
 
@@ -97,15 +98,31 @@ def load(path: str) -> dict:
         return torch.load(path, map_location="cpu")
 
 
+def save_atomically(state: dict, out: str) -> None:
+    """``torch.save`` to a temporary file beside the target's real path, then
+    renamed over it: an interrupted write never leaves a partial file under
+    the output name, and a link at ``out`` is written through, not replaced."""
+    target = os.path.realpath(out)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target) + ".", suffix=".tmp", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", help="a checkpoint written by fairseq-train with the plugin")
     ap.add_argument("out", help="where to write the exported checkpoint")
     a = ap.parse_args(argv)
-    if os.path.abspath(a.checkpoint) == os.path.abspath(a.out):
-        ap.error("write the exported checkpoint to a new file")
+    if os.path.exists(a.out) and os.path.samefile(a.checkpoint, a.out):
+        ap.error(f"{a.out} is {a.checkpoint} itself (the same file, or a link to it): write the exported "
+                 "checkpoint to a new file")
     state = export_state(load(a.checkpoint))
-    torch.save(state, a.out)
+    save_atomically(state, a.out)
     cfg = state.get("cfg") or {}
     task = (cfg.get("task") or {}).get("_name")
     crit = (cfg.get("criterion") or {}).get("_name")

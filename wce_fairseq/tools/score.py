@@ -81,22 +81,45 @@ FAIRSEQ_BLEU = re.compile(r"BLEU4 = ([0-9.]+), ([0-9.]+)/([0-9.]+)/([0-9.]+)/([0
                           r"ratio=([0-9.]+), syslen=(\d+), reflen=(\d+)\)")
 
 
-def parse_generate(path):
-    """Hypotheses (H-, after BPE removal) in sentence order, and fairseq's BLEU4
-    line as {"bleu", "precisions", "sys_len", "ref_len"} (None if absent)."""
+class IncompleteTranslation(ValueError):
+    """fairseq-generate's output does not hold one translation per reference."""
+
+
+def read_generate(path, prefix="H-"):
+    """fairseq-generate's hypotheses by sentence id (``H-``, after BPE
+    removal; ``D-`` for the detokenised ones), and its BLEU4 line as {"bleu",
+    "precisions", "sys_len", "ref_len"} (None if absent)."""
     hyp, bleu = {}, None
     with open(path, encoding="utf-8") as f:
         for line in f:
-            if line.startswith("H-"):
+            if line.startswith(prefix):
                 i, _score, *text = line.rstrip("\n").split("\t")
-                hyp[int(i[2:])] = text[0] if text else ""
+                hyp[int(i[len(prefix):])] = text[0] if text else ""
                 continue
             m = FAIRSEQ_BLEU.search(line)
             if m:
                 g = m.groups()
                 bleu = {"bleu": float(g[0]), "precisions": [float(x) for x in g[1:5]], "sys_len": int(g[7]),
                         "ref_len": int(g[8])}
-    return [hyp[i] for i in sorted(hyp)], bleu
+    return hyp, bleu
+
+
+def translations(path, n_references, prefix="H-"):
+    """The hypotheses of :func:`read_generate` in sentence order and the BLEU4
+    line, refused unless there is exactly one hypothesis for each of the
+    ``n_references`` sentences: fairseq-generate silently
+    drops the last batch when it is smaller than
+    ``--required-batch-size-multiple`` (8 by default), and a score over fewer
+    sentences is another score."""
+    hyp, bleu = read_generate(path, prefix)
+    if set(hyp) != set(range(n_references)):
+        missing = sorted(set(range(n_references)) - set(hyp))
+        raise IncompleteTranslation(
+            f"{path} translates {len(hyp)} of the {n_references} reference sentences (missing ids "
+            f"{missing[:10]}{' ...' if len(missing) > 10 else ''}); fairseq-generate drops the last batch when "
+            "it holds fewer sentences than --required-batch-size-multiple (8 by default): decode again with "
+            "--required-batch-size-multiple 1, or check that the reference matches the subset")
+    return [hyp[i] for i in range(n_references)], bleu
 
 
 def main(argv=None):
@@ -135,7 +158,16 @@ def main(argv=None):
         return
     meta = read_meta(a.bin) or {"lang": "en", "detok": "none", "lowercase": False, "ref_tok": {}, "ref_detok": {},
                                 "pipeline": "unknown"}
-    hyp_tok, fairseq_bleu = parse_generate(a.gen)
+    ref_tok_path = meta["ref_tok"].get(a.subset)
+    ref_detok_path = a.ref_detok or meta["ref_detok"].get(a.subset)
+    if not ref_detok_path:
+        sys.exit(f"score: no reference for subset {a.subset!r}: pass --ref-detok FILE "
+                 f"(the data folder has no {META} entry for it)")
+    ref_detok = read_lines(ref_detok_path)
+    try:
+        hyp_tok, fairseq_bleu = translations(a.gen, len(ref_detok))
+    except IncompleteTranslation as e:
+        sys.exit(f"score: {e}")
     if meta["detok"] == "moses":
         from sacremoses import MosesDetokenizer
 
@@ -143,13 +175,8 @@ def main(argv=None):
         hyp_detok = [md.detokenize(h.split()) for h in hyp_tok]
     else:
         hyp_detok = list(hyp_tok)
-    ref_tok_path = meta["ref_tok"].get(a.subset)
-    ref_detok_path = a.ref_detok or meta["ref_detok"].get(a.subset)
-    if not ref_detok_path:
-        sys.exit(f"score: no reference for subset {a.subset!r}: pass --ref-detok FILE "
-                 f"(the data folder has no {META} entry for it)")
     ref_tok = read_lines(ref_tok_path) if ref_tok_path else None
-    res = score_all(hyp_tok, ref_tok, hyp_detok, read_lines(ref_detok_path), meta["lowercase"])
+    res = score_all(hyp_tok, ref_tok, hyp_detok, ref_detok, meta["lowercase"])
     res["fairseq_generate_bleu4"] = fairseq_bleu
     os.makedirs(a.out, exist_ok=True)
     for name, lines in (("hyp.tok", hyp_tok), ("hyp.detok", hyp_detok)):
