@@ -156,3 +156,75 @@ def test_core_imports_no_fairseq():
 
     code = "import sys, wce_fairseq.functional, wce_fairseq.modules; assert 'fairseq' not in sys.modules, 'fairseq imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_ignored_positions_contribute_exactly_nothing(impl, dtype, reduction):
+    """NaN, +inf or -inf in an ignored row leaves the loss and every gradient
+    entry as if the row held zeros; that row's gradient is exactly 0 (where
+    F.cross_entropy's is NaN)."""
+    logits, target = make_inputs((9, 40), dtype, 13)
+    target[[2, 5, 7]] = -100
+    hostile = logits.clone()
+    hostile[2, 3], hostile[5, :] = float("nan"), float("inf")
+    hostile[7, ::2] = float("-inf")
+    clean = logits.clone()
+    clean[[2, 5, 7]] = 0.0
+    opts = dict(label_smoothing=0.1, log_end=0.75, reduction=reduction, impl=impl)
+    results = []
+    for z in (hostile, clean):
+        x = z.clone().requires_grad_(True)
+        out = encouraging_loss(x, target, **opts)
+        out.sum().backward()
+        results.append((out.detach(), x.grad))
+    (got, g_got), (want, g_want) = results
+    assert torch.isfinite(got).all() and torch.isfinite(g_got).all()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(g_got, g_want, rtol=0, atol=0)
+    assert torch.equal(g_got[[2, 5, 7]], torch.zeros_like(g_got[[2, 5, 7]]))
+
+
+def test_minus_infinity_logit_is_finite_without_smoothing(impl):
+    """A class with logit −inf has p = 0: without label smoothing nothing
+    weighs its log p, so the loss and gradient stay finite (as F.cross_entropy)."""
+    logits, target = make_inputs((6, 20), torch.float32, 17, ignore=False)
+    logits[:, 3] = float("-inf")
+    target[target == 3] = 4
+    x = logits.clone().requires_grad_(True)
+    out = encouraging_loss(x, target, impl=impl, log_end=0.75)
+    out.backward()
+    xr = logits.double().requires_grad_(True)
+    ref = el_reference(xr, target, log_end=0.75)[0].mean()
+    ref.backward()
+    torch.testing.assert_close(out.double(), ref.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-5, atol=1e-6)
+    assert float(x.grad[:, 3].abs().max()) == 0.0
+
+
+def test_double_backward(impl):
+    """A second derivative through the loss: the reference (autograd over the
+    formula) gives the float64 reference's Hessian-vector product; the
+    analytic implementations refuse it with one clear error, when it is taken."""
+    logits, target = make_inputs((5, 12), torch.float32, 19)
+    v = torch.randn(5, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x = logits.double().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(encouraging_loss(x, target, impl=impl, label_smoothing=0.1, log_end=0.75), x,
+                               create_graph=True)
+    if impl != "reference":
+        with pytest.raises(RuntimeError, match=f"the {_concrete(impl)} encouraging loss has an analytic first "
+                                               "derivative only: a second derivative"):
+            torch.autograd.grad((g * v).sum(), x)
+        return
+    (hv,) = torch.autograd.grad((g * v).sum(), x)
+    xr = logits.double().clone().requires_grad_(True)
+    ref = reduce(el_reference(xr, target, label_smoothing=0.1, log_end=0.75)[0], target, "mean")
+    (gr,) = torch.autograd.grad(ref, xr, create_graph=True)
+    (hv_ref,) = torch.autograd.grad((gr * v).sum(), xr)
+    torch.testing.assert_close(hv, hv_ref, rtol=1e-9, atol=1e-12)
+
+
+def _concrete(impl):
+    from wce_fairseq.functional import resolve_impl
+
+    return resolve_impl(impl, "cpu")

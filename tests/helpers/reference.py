@@ -52,8 +52,9 @@ def el_reference(logits, target, *, label_smoothing=0.0, log_end=0.5, bonus="log
         q[y] = 1.0 - eps
         qb = torch.full((V,), lam / (V - 1), dtype=torch.float64)
         qb[y] = 1.0 - lam
-        ce = -(q * logp).sum()
-        b = bonus_weight * (qb * bonus_value(p, bonus, log_end, bonus_gamma, bonus_start)).sum()
+        # a class of weight 0 adds 0, also where its log p is −inf
+        ce = -torch.where(q > 0, q * logp, 0.0).sum()
+        b = bonus_weight * torch.where(qb > 0, qb * bonus_value(p, bonus, log_end, bonus_gamma, bonus_start), 0.0).sum()
         losses.append(ce + b)
         nlls.append(-logp[y].detach())
         bonuses.append(b.detach())

@@ -59,7 +59,7 @@ class BonusSpec:
         if not _is_real(le) or not (0.0 < le <= 1.0):
             _fail("log_end", "--log-end", "in (0, 1]", le)
         rho = self.bonus_weight
-        if not _is_real(rho) or not (rho >= 0.0) or math.isinf(rho):
+        if not _is_real(rho) or not (0.0 <= rho < math.inf):
             _fail("bonus_weight", "--bonus-weight", "a finite number >= 0", rho)
         s = self.bonus_start
         if not _is_real(s) or not (0.0 <= s < 1.0):
@@ -162,4 +162,5 @@ def _unused(flag: str, given: str, rule: str) -> None:
 
 
 def _is_real(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(float(x))
+    # x == x is False for NaN only (written so, it also reads a size-generic float in a compiled graph)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x

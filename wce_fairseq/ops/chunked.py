@@ -13,7 +13,7 @@ the input dtype. A chunk goes through these stages, each a function below:
    argmax from their exact 1 − p, every other entry (p ≤ ½) in one bulk pass;
 5. :func:`row_state` — the few floats per row the gradient needs;
 6. :func:`write_gradient` — the gradient rows, formed in fp32, stored once
-   in the logits' dtype.
+   in the logits' dtype; rows of ignored tokens then set to exactly 0.
 
 Forward runs 1–5, and 6 as well where the gradient is formed at once (fp32
 logits on the CPU, while p is still in cache). Otherwise backward reruns only
@@ -90,6 +90,13 @@ class IndexedScan:
             best.index_copy_(0, under, zu.amax(1))
         return best
 
+    def zero_ignored(self, g, valid):
+        """Gradient rows of ignored tokens set to exactly 0 (their logits may be
+        anything, NaN included): only those rows are written again."""
+        ignored = (~valid).nonzero().squeeze(1)
+        if ignored.numel():
+            g.index_fill_(0, ignored, 0.0)
+
     def wrong_argmax(self, e, t, norm: Normaliser) -> WrongArgmax:
         wrong = ((norm.sum_exp < 2.0) & (norm.z_target < norm.row_max)).nonzero().squeeze(1)
         e_w = e.index_select(0, wrong)
@@ -115,6 +122,9 @@ class SyncFreeScan:
     def best_other(self, z, t, m, e_without_target, second):
         # the two largest logits: the first unless the target is it
         return torch.where(z.gather(1, t.unsqueeze(1)).squeeze(1) >= m, second, m)
+
+    def zero_ignored(self, g, valid):
+        g.masked_fill_(~valid.unsqueeze(1), 0.0)  # every row looked at: no index list read back
 
     def wrong_argmax(self, e, t, norm: Normaliser) -> WrongArgmax:
         mask = (norm.sum_exp < 2.0) & (norm.z_target < norm.row_max)
@@ -316,11 +326,11 @@ class _Forward(_Call):
             bonus = sums.bonus
         else:
             sums, bonus = None, torch.zeros_like(nll)
-        keep = self.valid[c0:c1].to(torch.float32)
+        keep = self.valid[c0:c1]
         loss, nll_out, bonus_out = self.per_token
-        loss[c0:c1] = (ce + bonus) * keep
-        nll_out[c0:c1] = nll * keep
-        bonus_out[c0:c1] = bonus * keep
+        loss[c0:c1] = torch.where(keep, ce + bonus, 0.0)  # an ignored row adds nothing, NaN or inf included
+        nll_out[c0:c1] = torch.where(keep, nll, 0.0)
+        bonus_out[c0:c1] = torch.where(keep, bonus, 0.0)
         if not self.need_s:
             return
         rows = row_state(w, norm, sums if sums is not None else _no_bonus(norm), t, wrong)
@@ -329,6 +339,7 @@ class _Forward(_Call):
         if self.grad is not None:
             write_gradient(p, sums.d_entries if sums is not None else None, rows, t, self.grad_scale[c0:c1], w,
                            self.grad[c0:c1])
+            self.scan.zero_ignored(self.grad[c0:c1], keep)
 
     def result(self) -> KernelForward:
         stats = diagnostics(self.valid, *self.per_row) if self.want_stats else None
@@ -351,6 +362,7 @@ class _Backward(_Call):
         p.exp_().mul_(rows.inv_sum.unsqueeze(1))
         d = d_entries_of(self.spec, p, work[1] if len(work) > 1 else None) if self.exact_wrong else None
         write_gradient(p, d, rows, self.t[c0:c1], self.grad_scale[c0:c1], self.w, self.grad[c0:c1])
+        self.scan.zero_ignored(self.grad[c0:c1], self.valid[c0:c1])
 
 
 class ChunkedKernel:

@@ -7,7 +7,6 @@ from typing import NamedTuple, Optional
 import torch
 
 from .bonus import REDUCTIONS, ELConfigError
-from .targets import check_target_range
 
 # Input dtypes whose gradient is formed in backward, in fp32 with the upstream
 # gradient folded in, then cast once (docs/design.md, "Mixed precision").
@@ -136,8 +135,9 @@ def upstream_rows(g_loss: torch.Tensor, n: int) -> torch.Tensor:
     return g.expand(n) if g.numel() == 1 else g
 
 
-def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, ignore_index: int = -100,
-                 sync_free: bool = False) -> None:
+def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
+    """What can be checked without looking at the values (the target ids'
+    range is ops/targets.py's)."""
     if reduction not in REDUCTIONS:
         raise ELConfigError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
     if logits.dim() < 1:
@@ -150,7 +150,6 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, reduction: str, ign
         raise ValueError(f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)} minus the class dim")
     if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
         raise TypeError(f"target must be an integer tensor; got {target.dtype}")
-    check_target_range(target, logits.size(-1), ignore_index, deferred=sync_free)
 
 
 def reduce_tokens(per_token: torch.Tensor, n_valid: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -167,11 +166,13 @@ def reduce_tokens(per_token: torch.Tensor, n_valid: torch.Tensor, reduction: str
 @torch.no_grad()
 def diagnostics(valid: torch.Tensor, p_target: torch.Tensor, margin: torch.Tensor, correct: torch.Tensor) -> Diagnostics:
     """Sums over the valid rows of per-row target probability, margin and
-    correctness (any float or bool dtype; entries of ignored rows are masked)."""
-    v = valid.to(torch.float64)
-    p = p_target.double() * v
-    return Diagnostics(v.sum(), p.sum(), ((p_target > 0.5).double() * v).sum(), (margin.double() * v).sum(),
-                       (correct.double() * v).sum())
+    correctness (any float or bool dtype; ignored rows count for nothing,
+    whatever their entries hold, NaN included)."""
+
+    def total(x):
+        return torch.where(valid, x.double(), 0.0).sum()
+
+    return Diagnostics(valid.double().sum(), total(p_target), total(p_target > 0.5), total(margin), total(correct))
 
 
 def add_diagnostics(a: Optional[Diagnostics], b: Diagnostics) -> Diagnostics:

@@ -17,6 +17,7 @@ import torch
 
 from .bonus import BonusSpec, ELConfigError
 from .common import ELResult, check_inputs
+from .targets import check_target_range
 from .function import ImplOptions, el_forward
 from .reference import reference_forward
 from .self_check import compare_with_reference
@@ -140,17 +141,36 @@ def runnable_impls(device: torch.device | str = "cpu") -> Tuple[str, ...]:
 
 def run_impl(name: str, logits, target, spec: BonusSpec, ignore_index: int, reduction: str, want_stats: bool,
              options: ImplOptions = ImplOptions()) -> ELResult:
-    """The loss through the concrete implementation ``name`` (no resolution)."""
+    """The loss through the concrete implementation ``name`` (no resolution):
+    eagerly, or through its ``torch.library`` operators where a graph is
+    being compiled (ops/library.py)."""
+    if torch.compiler.is_compiling():
+        from .library import graph_forward
+
+        return graph_forward(name, logits, target, spec, ignore_index, reduction, want_stats, options)
     if name == "reference":
         return reference_forward(logits, target, spec, ignore_index, reduction, want_stats)
     return el_forward(kernel(name), logits, target, spec, ignore_index, reduction, want_stats, options)
 
 
+@torch.compiler.assume_constant_result
+def _resolved_while_compiling(impl: str, device: torch.device) -> str:
+    return resolve_impl(impl, device)
+
+
 def compute(logits, target, spec: BonusSpec, *, ignore_index: int = -100, reduction: str = "mean",
             impl: str = "auto", want_stats: bool = False, **impl_options) -> ELResult:
-    """Check the inputs, resolve ``impl`` for the logits' device, run it."""
+    """Check the inputs, resolve ``impl`` for the logits' device, run it.
+    While a graph is compiled, the implementation is chosen (and self-checked)
+    once, when the graph is made, and the target ids are checked by an
+    operator of the graph when it runs."""
     options = ImplOptions(**impl_options).for_tensor(logits)
-    name = resolve_impl(impl, logits.device)
-    # the reference gathers with the ids themselves: its check cannot wait
-    check_inputs(logits, target, reduction, ignore_index, sync_free=options.sync_free and name != "reference")
+    check_inputs(logits, target, reduction)
+    if torch.compiler.is_compiling():
+        name = _resolved_while_compiling(impl, logits.device)
+    else:
+        name = resolve_impl(impl, logits.device)
+        # the reference gathers with the ids themselves: its check cannot wait
+        check_target_range(target, logits.size(-1), ignore_index,
+                           deferred=bool(options.sync_free) and name != "reference")
     return run_impl(name, logits, target, spec, ignore_index, reduction, want_stats, options)

@@ -19,23 +19,25 @@ def smoothed_target(t: torch.Tensor, V: int, eps: float, dtype) -> torch.Tensor:
 
 def reference_forward(logits, target, spec: BonusSpec, ignore_index: int, reduction: str, want_stats: bool) -> ELResult:
     V = logits.size(-1)
-    z = logits.reshape(-1, V)
-    # float64 inside, whatever the input: this is the path others are checked against
-    z = z.double()
     tgt = target.reshape(-1)
     valid = tgt != ignore_index
     t = torch.where(valid, tgt, torch.zeros_like(tgt)).long()
-    vf = valid.to(z.dtype)
+    vf = valid.to(torch.float64)
+    # float64 inside, whatever the input: this is the path others are checked against. An ignored
+    # row's logits are replaced before use, so whatever it holds (NaN, inf) adds nothing to the loss
+    # and gets a zero gradient.
+    z = torch.where(valid.unsqueeze(1), logits.reshape(-1, V).double(), 0.0)
 
     lp = torch.log_softmax(z, dim=-1)
     p = lp.exp()
     q = smoothed_target(t, V, spec.label_smoothing, z.dtype)
-    ce = -(q * lp).sum(-1)
+    # a class with q = 0 adds 0, also where its log p is -inf (a -inf logit, no smoothing)
+    ce = -torch.where(q > 0, q * lp, 0.0).sum(-1)
     nll = -lp.gather(-1, t.unsqueeze(-1)).squeeze(-1)
     if spec.active:
         qb = smoothed_target(t, V, spec.smoothing_b, z.dtype)
         b, _ = spec.curve(p, -torch.expm1(lp), lp)
-        bonus = spec.bonus_weight * (qb * b).sum(-1)
+        bonus = spec.bonus_weight * torch.where(qb > 0, qb * b, 0.0).sum(-1)
     else:
         bonus = torch.zeros_like(ce)
     loss = (ce + bonus) * vf

@@ -18,10 +18,15 @@ kernels for real GPUs offline.
 """
 from __future__ import annotations
 
+import os
+from typing import Optional, Tuple
+
 import torch
 import triton
 import triton.language as tl
+from torch.library import triton_op, wrap_triton
 
+from . import library
 from .bonus import BonusSpec
 from .common import KernelForward, RowState, Targets, diagnostics, weights
 from .triton_config import AUTOTUNE_CANDIDATES, COMPILE_OPTIONS, autotune_enabled, launch_config
@@ -152,7 +157,8 @@ def el_forward_kernel(
     nll = -lp_t
     # Σ_v log p_v = Σ (z_v − z_t) − V (lse − z_t), both small near the target;
     # (1 − ε − ε_i)·nll + ε_i·(−Σ log p), fairseq's form of the smoothed CE
-    ce = (1.0 - eps - eps_i) * nll - eps_i * (sum_z - V * ((m - z_t) + log_d))
+    # (without smoothing the second term is 0, also where a −inf logit makes its sum −inf)
+    ce = (1.0 - eps - eps_i) * nll - tl.where(eps_i != 0.0, eps_i * (sum_z - V * ((m - z_t) + log_d)), 0.0)
     p_t = tl.exp(lp_t)
     omp_t = d_t * inv_d
     # A wrong argmax is the one non-target entry that can have p > ½, where
@@ -195,9 +201,11 @@ def el_forward_kernel(
         s_total = (1.0 - lam) * d_y + s_rest
 
     # Step 4. Per-token outputs and diagnostics.
-    tl.store(loss_ptr + row, (ce + bonus) * vf)
-    tl.store(nll_ptr + row, nll * vf)
-    tl.store(bonus_ptr + row, bonus * vf)
+    # an ignored row adds exactly nothing, whatever its logits hold (NaN, inf)
+    keep = vf != 0.0
+    tl.store(loss_ptr + row, tl.where(keep, ce + bonus, 0.0))
+    tl.store(nll_ptr + row, tl.where(keep, nll, 0.0))
+    tl.store(bonus_ptr + row, tl.where(keep, bonus, 0.0))
     tl.store(p_target_ptr + row, p_t)
     tl.store(margin_ptr + row, z_t - best_other)
     tl.store(correct_ptr + row, (z_t > best_other).to(tl.int8))
@@ -253,6 +261,7 @@ def el_backward_kernel(
                 g += w_d * dd
         g = tl.where(c == col, g_a, g)
         g = tl.where(c == y, g_t, g)
+        g = tl.where(sc != 0.0, g, 0.0)  # ignored rows: exactly 0, whatever their logits hold
         tl.store(g_row + c, g.to(g_ptr.dtype.element_ty), mask=msk)
 
 
@@ -303,12 +312,15 @@ _AUTOTUNED: dict = {}
 
 
 def _launch(kind: str, z, args: dict) -> None:
+    """One launch, through ``wrap_triton``: inside ``triton_forward`` and
+    ``triton_backward`` traced for a graph it records the kernel there, else
+    it launches it."""
     grid = (z.shape[0],)
     if z.is_cuda and autotune_enabled():
-        _autotuned(kind)[grid](**args, **COMPILE_OPTIONS)
+        wrap_triton(_autotuned(kind))[grid](**args, **COMPILE_OPTIONS)
         return
     cfg = launch_config(kind, z.shape[1], z.dtype, z.device)
-    KERNELS[kind][grid](**args, BLOCK=cfg.block, num_warps=cfg.num_warps, **COMPILE_OPTIONS)
+    wrap_triton(KERNELS[kind])[grid](**args, BLOCK=cfg.block, num_warps=cfg.num_warps, **COMPILE_OPTIONS)
 
 
 def _autotuned(kind: str):
@@ -352,3 +364,61 @@ class TritonKernel:
         grad = z if inplace else torch.empty_like(z)
         launch_backward(z=z, grad=grad, targets=targets, spec=spec, rows=rows, scale=grad_scale.contiguous())
         return grad
+
+
+# -- the operators (ops/library.py) ----------------------------------------------------------
+_FORWARD_OUTPUTS = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                         torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@triton_op(f"{library.NAMESPACE}::triton_forward", mutates_args=())
+def triton_forward(z: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, label_smoothing: float, log_end: float,
+                   bonus: str, bonus_weight: float, bonus_gamma: Optional[float], bonus_start: float,
+                   bonus_smoothing: Optional[float], reduction: str, want_stats: bool, need_grad: bool,
+                   sync_free: bool, chunk_rows: Optional[int]) -> _FORWARD_OUTPUTS:
+    return library.forward_body(TritonKernel, z, safe, valid, (label_smoothing, log_end, bonus, bonus_weight,
+                                                                bonus_gamma, bonus_start, bonus_smoothing),
+                                reduction, want_stats, need_grad, sync_free, chunk_rows)
+
+
+@triton_op(f"{library.NAMESPACE}::triton_backward", mutates_args=())
+def triton_backward(z: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, row_max: torch.Tensor,
+                    inv_sum: torch.Tensor, coef: torch.Tensor, grad_target: torch.Tensor, grad_argmax: torch.Tensor,
+                    argmax_col: torch.Tensor, row_scale: torch.Tensor, label_smoothing: float, log_end: float,
+                    bonus: str, bonus_weight: float, bonus_gamma: Optional[float], bonus_start: float,
+                    bonus_smoothing: Optional[float], sync_free: bool, chunk_rows: Optional[int]) -> torch.Tensor:
+    return library.backward_body(TritonKernel, z, safe, valid,
+                                 (row_max, inv_sum, coef, grad_target, grad_argmax, argmax_col), row_scale,
+                                 (label_smoothing, log_end, bonus, bonus_weight, bonus_gamma, bonus_start,
+                                  bonus_smoothing), sync_free, chunk_rows)
+
+
+library.register_loss_autograd(triton_forward, triton_backward, TritonKernel)
+
+
+def _keep_opaque_where_interpreted() -> None:
+    """Triton's CPU interpreter (the tests on a machine without a GPU) runs a
+    kernel on real data only: traced for a graph, the two operators stay whole
+    there (a fake implementation gives their shapes, and AOTAutograd keeps
+    them undecomposed), as the chunked ones do. On a GPU, Inductor decomposes
+    them into their kernels."""
+    from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+    def whole(mode, op, types, args, kwargs):
+        return mode.__torch_dispatch__(op, types, args, kwargs)
+
+    @triton_forward.register_fake
+    def _(z, safe, valid, label_smoothing, log_end, bonus, bonus_weight, bonus_gamma, bonus_start, bonus_smoothing,
+          reduction, want_stats, need_grad, sync_free, chunk_rows):
+        return library.forward_fake(TritonKernel, z, reduction, want_stats, need_grad, sync_free)
+
+    @triton_backward.register_fake
+    def _(z, *args):
+        return torch.empty_like(z)
+
+    for op in (triton_forward, triton_backward):
+        op.register_torch_dispatch(FunctionalTensorMode, whole)
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _keep_opaque_where_interpreted()
