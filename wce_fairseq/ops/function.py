@@ -89,18 +89,14 @@ def kernel_backward(kernel, z, targets: Targets, spec: BonusSpec, reduction: str
                            **options.kernel_kwargs())
 
 
-def scaled_by_upstream(grad, g_loss, reduction, out_of_place: bool = False):
+def scaled_by_upstream(grad, g_loss, reduction):
     """A gradient formed in forward (the CPU) times the upstream gradient (per
-    token for reduction 'none'): in place, and skipped for a unit upstream
-    gradient, in eager mode; ``out_of_place`` (operators, compiled graphs)
-    without looking at the upstream gradient's value."""
-    g = g_loss.to(grad.dtype)
+    token for reduction 'none'), in place, and skipped for a unit upstream
+    gradient."""
     if reduction == "none":
-        g = g.unsqueeze(1)
-    if out_of_place:
-        return grad * g
-    if reduction == "none" or g_loss.numel() != 1 or float(g_loss) != 1.0:
-        grad.mul_(g)
+        grad.mul_(g_loss.to(grad.dtype).unsqueeze(1))
+    elif g_loss.numel() != 1 or float(g_loss) != 1.0:
+        grad.mul_(g_loss.to(grad.dtype))
     return grad
 
 

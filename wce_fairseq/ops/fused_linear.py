@@ -77,13 +77,14 @@ class FusedLinearEncouragingLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_loss, *unused):
-        # the upstream gradient folded into the (small) parameter gradients,
-        # without reading it back to the host
-        grads = [None if gr is None else (gr * g_loss.to(gr.dtype)).to(dt) for gr, dt in zip(ctx.grads, ctx.dtypes)]
+        # the upstream gradient folded into the parameter gradients in place
+        # (no second copy of the weight's), without reading it back to the host
+        grads = [None if gr is None else gr.mul_(g_loss.to(gr.dtype)).to(dt) for gr, dt in zip(ctx.grads, ctx.dtypes)]
         ctx.grads = None
         return grads[0], grads[1], grads[2], None, None, None, None, None, None, None, None
 
 
+@torch.compiler.disable  # a chunk loop: inside a compiled model it runs eagerly, between two graphs
 def fused_linear_encouraging_loss(
     hidden, weight, bias, target, spec: BonusSpec, *, ignore_index=-100, reduction="sum", want_stats=False,
     chunk_rows=None, impl="auto", sync_free=None,
