@@ -4,6 +4,7 @@ for growing N. Unfused materialises the N×V logits (and their gradient);
 fused keeps one chunk of logits at a time.
 
     python benchmarks/bench_fused.py [--tokens 1024,4096,16384] [--vocab 32000] [--dim 512]
+    python benchmarks/bench_fused.py --tokens 2048 --vocab 128256 --dim 1024 --chunk-rows 32,128,256,0
 
 CPU: one subprocess per measurement; extra peak = peak RSS minus RSS after
 the inputs exist. Prints a table and writes CSV.
@@ -19,7 +20,7 @@ import time
 from common import REPO
 
 
-def measure(mode, N, V, D, threads, repeats):
+def measure(mode, N, V, D, threads, repeats, chunk_rows=None):
     import torch
 
     from common import reset_peak, rss_kib  # the loss benchmark's RSS method
@@ -37,7 +38,7 @@ def measure(mode, N, V, D, threads, repeats):
     def once():
         h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
         if mode == "fused":
-            loss = fused_linear_encouraging_loss(h, w, None, t, spec, reduction="sum").loss
+            loss = fused_linear_encouraging_loss(h, w, None, t, spec, reduction="sum", chunk_rows=chunk_rows).loss
         else:
             loss = encouraging_loss_parts(h @ w.t(), t, spec, reduction="sum", impl="chunked").loss
         loss.backward()
@@ -64,25 +65,31 @@ def main():
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunk-rows", default="0", help="comma list of the fused path's rows per chunk (0: its own rule)")
     ap.add_argument("--csv", default=os.path.join(REPO, "benchmarks", "results", "fused_bench.csv"))
     a = ap.parse_args()
     rows = []
+    runs = [("unfused", None)] + [("fused", int(r) or None) for r in a.chunk_rows.split(",")]
     for N in [int(x) for x in a.tokens.split(",")]:
-        for mode in ("unfused", "fused"):
-            print(f"[{mode}] N={N}", file=sys.stderr, flush=True)
-            spec = dict(mode=mode, N=N, V=a.vocab, D=a.dim, threads=a.threads, repeats=a.repeats)
+        for mode, chunk_rows in runs:
+            print(f"[{mode}] N={N} rows per chunk {chunk_rows or 'default'}", file=sys.stderr, flush=True)
+            spec = dict(mode=mode, N=N, V=a.vocab, D=a.dim, threads=a.threads, repeats=a.repeats,
+                        chunk_rows=chunk_rows)
             p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
                                cwd=os.path.dirname(os.path.abspath(__file__)))
             if p.returncode:
                 print(p.stderr[-2000:], file=sys.stderr)
                 continue
             r = json.loads(p.stdout.strip().splitlines()[-1])
-            rows.append(dict(mode=mode, N=N, V=a.vocab, D=a.dim, **r))
+            label = mode if chunk_rows is None else f"{mode} ({chunk_rows} rows)"
+            rows.append(dict(mode=label, N=N, V=a.vocab, D=a.dim, **r))
     print(f"\nloss from features (fwd+bwd), fp32 CPU, {a.threads} threads, V={a.vocab}, D={a.dim}")
-    print(f"{'N':>7} {'mode':<8} {'time ms':>9} {'extra peak MiB':>15} {'N x V logits MiB':>17}")
+    print("| N | mode | time ms | x unfused | extra peak MiB | N x V logits MiB |")
+    print("|---:|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"{r['N']:>7} {r['mode']:<8} {1000 * r['time_s']:>9.1f} {r['extra_bytes'] / 2**20:>15.1f} "
-              f"{r['N'] * r['V'] * 4 / 2**20:>17.1f}")
+        base = next(x for x in rows if x["N"] == r["N"] and x["mode"] == "unfused")
+        print(f"| {r['N']} | {r['mode']} | {1000 * r['time_s']:.1f} | {r['time_s'] / base['time_s']:.2f} | "
+              f"{r['extra_bytes'] / 2**20:.1f} | {r['N'] * r['V'] * 4 / 2**20:.1f} |")
     from common import write_csv
 
     write_csv(rows, a.csv)

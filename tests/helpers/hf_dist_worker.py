@@ -32,7 +32,46 @@ def run(kind, out, n=8, max_steps=2, **loss_options):
     return rows, H.params(t.model)
 
 
+def fsdp_grads(kind, fused, shard_head=False):
+    """FSDP2 (``fully_shard`` on each layer and the root; the output embedding
+    in the root unit, or a unit of its own): one step's loss and gradients,
+    gathered, with the logits or the fused projection; or the refusal."""
+    from torch.distributed.fsdp import fully_shard
+
+    from wce_fairseq.integrations.hf import encouraging_loss_func
+    from wce_fairseq.integrations.hf.fused import FusedProjection
+    from wce_fairseq.ops.bonus import ELConfigError
+
+    m = H.model(kind)
+    layers = m.model.layers if kind in H.CAUSAL else [*m.model.encoder.layers, *m.model.decoder.layers]
+    for layer in layers:
+        fully_shard(layer)
+    if shard_head:
+        fully_shard(m.get_output_embeddings())
+    fully_shard(m)
+    b = H.batch(kind, 4, seed=1 + int(os.environ["RANK"]))
+    inputs = {k: v for k, v in b.items() if k != "labels"}
+    fn = encouraging_loss_func(label_smoothing=0.1, log_end=0.75)
+    fn.bind_model(m)
+    around = None
+    if fused:
+        try:
+            around = FusedProjection(m, fn).around_forward(b["labels"])
+        except ELConfigError as e:
+            return {"refused": str(e)}
+    if around is not None:
+        with around:
+            out = m(**inputs)
+    else:
+        out = m(**inputs)
+    loss = fn(out, b["labels"])
+    loss.backward()
+    return {"loss": float(loss), "logits_positions": out.logits.shape[-2],
+            "grads": {k: p.grad.full_tensor() for k, p in m.named_parameters() if p.grad is not None}}
+
+
 def max_diff(a, b):
+    assert a.keys() == b.keys()
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
@@ -56,6 +95,13 @@ def main(path):
                          fused_param_diff=max_diff(p_plain, p_fused),
                          fused_param_scale=max(float(v.abs().max()) for v in p_plain.values()))
         seen["shapes"][kind] = entry
+    for kind in ("llama", "marian"):
+        plain, fused = fsdp_grads(kind, fused=False), fsdp_grads(kind, fused=True)
+        seen["fsdp"] = seen.get("fsdp", {})
+        seen["fsdp"][kind] = {"loss": [plain["loss"], fused["loss"]], "fused_logits_positions": fused["logits_positions"],
+                              "grad_diff": max_diff(plain["grads"], fused["grads"]),
+                              "grad_scale": max(float(g.abs().max()) for g in plain["grads"].values())}
+    seen["fsdp_head_unit"] = fsdp_grads("llama", fused=True, shard_head=True)
     seen["distributed"] = torch.distributed.is_initialized() and torch.distributed.get_world_size()
     if rank == 0:
         with open(path, "w") as f:

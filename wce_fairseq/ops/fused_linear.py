@@ -23,8 +23,25 @@ from .dispatch import kernel, resolve_impl
 from .function import ImplOptions
 from .targets import check_target_range
 
-# rows of logits per chunk: large enough for an efficient matmul
+# Rows per chunk: 2^22 logits, and at least 256 rows. Each chunk reads the
+# whole weight twice and the weight's gradient once (V x D each): at LLM
+# vocabularies and fewer rows those reads, not the matmuls, set the time
+# (docs/performance.md, "The fused projection").
 FUSED_CHUNK_ELEMENTS = 1 << 22
+FUSED_MIN_ROWS = 256
+
+
+def _logits_dtype(h, weight):
+    """The dtype the logits' matmul runs in, before the loss takes them in
+    fp32: the autocast dtype under autocast (as ``nn.Linear`` would), fp16/bf16
+    for such inputs on a GPU (tensor cores, fp32 accumulation); else None:
+    fp32."""
+    dev = h.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    if h.is_cuda and h.dtype in LOW_PRECISION and weight.dtype == h.dtype:
+        return h.dtype
+    return None
 
 
 class FusedLinearEncouragingLoss(torch.autograd.Function):
@@ -43,31 +60,30 @@ class FusedLinearEncouragingLoss(torch.autograd.Function):
         grad_b = torch.zeros(V, dtype=f32, device=h.device) if (need_b and bias is not None) else None
         loss, nll, bon = (torch.zeros(N, dtype=f32, device=h.device) for _ in range(3))
         stats: Optional[Diagnostics] = None
-        step = chunk_rows or max(1, FUSED_CHUNK_ELEMENTS // V)
-        # fp16/bf16 on a GPU: the logits come from a matmul in the input dtype
-        # (tensor cores, fp32 accumulation) and are handed to the loss in fp32.
-        # Elsewhere (CPU) the chunk is multiplied in fp32.
-        native = h.is_cuda and h.dtype in LOW_PRECISION and weight.dtype == h.dtype
+        step = chunk_rows or max(FUSED_MIN_ROWS, FUSED_CHUNK_ELEMENTS // V)
+        lowp = _logits_dtype(h, weight)
+        w_lowp = weight.to(lowp) if lowp is not None else None
         loss_kernel = kernel(impl)
-        for c0 in range(0, N, step):
-            c1 = min(c0 + step, N)
-            hc = h[c0:c1].to(f32)
-            z = (h[c0:c1] @ weight.t()).to(f32) if native else hc @ wf.t()
-            if bias is not None:
-                z += bias.to(f32)
-            out = loss_kernel.forward(z, targets.slice(c0, c1), spec, want_stats=want_stats, grad_scale=scale[c0:c1] if need else None,
-                                      inplace=True, sync_free=sync_free)
-            loss[c0:c1], nll[c0:c1], bon[c0:c1] = out.loss, out.nll, out.bonus
-            if want_stats:
-                stats = add_diagnostics(stats, out.stats)
-            g = out.grad
-            if g is not None:
-                if grad_h is not None:
-                    torch.mm(g, wf, out=grad_h[c0:c1])
-                if grad_w is not None:
-                    grad_w.addmm_(g.t(), hc)
-                if grad_b is not None:
-                    grad_b += g.sum(0)
+        with torch.autocast(h.device.type, enabled=False):  # each matmul below in the dtype it names
+            for c0 in range(0, N, step):
+                c1 = min(c0 + step, N)
+                hc = h[c0:c1].to(f32)
+                z = (h[c0:c1].to(lowp) @ w_lowp.t()).to(f32) if lowp is not None else hc @ wf.t()
+                if bias is not None:
+                    z += bias.to(f32)
+                out = loss_kernel.forward(z, targets.slice(c0, c1), spec, want_stats=want_stats,
+                                          grad_scale=scale[c0:c1] if need else None, inplace=True, sync_free=sync_free)
+                loss[c0:c1], nll[c0:c1], bon[c0:c1] = out.loss, out.nll, out.bonus
+                if want_stats:
+                    stats = add_diagnostics(stats, out.stats)
+                g = out.grad
+                if g is not None:  # this chunk's logits' gradient, through the projection, in fp32
+                    if grad_h is not None:
+                        torch.mm(g, wf, out=grad_h[c0:c1])
+                    if grad_w is not None:
+                        grad_w.addmm_(g.t(), hc)
+                    if grad_b is not None:
+                        grad_b += g.sum(0)
         ctx.grads = (grad_h, grad_w, grad_b)
         ctx.dtypes = (h.dtype, weight.dtype, bias.dtype if bias is not None else None)
         outs = [reduce_tokens(x, targets.n_valid, reduction) for x in (loss, nll, bon)]

@@ -18,10 +18,16 @@ A model whose logits are more than that projection is refused when the
 loss is set up, naming the model and what it does: a known post-processing
 attribute (Gemma's ``final_logit_softcapping``, a ``logit_scale`` ...), an
 output embedding that is not a plain ``nn.Linear`` (a LoRA-wrapped
-``lm_head``), or — for anything else — logits that differ from the
-projection of the hidden states on a probe batch. Under FSDP the output
-weight is sharded between forwards, and the loss is refused with the
-reason (the gradient of a gathered copy would not reach the shards).
+``lm_head``, or one FSDP shards as a unit of its own), or — for anything
+else — logits that differ from the projection of the hidden states on a
+probe batch.
+
+FSDP: the hook runs inside the forward of the FSDP unit that holds the
+output embedding (the model's root unit, as FSDP usually wraps it), where
+FSDP has gathered that unit's parameters, as for any of its submodules; the
+weight's gradient, returned by the loss's backward, reaches the gathered
+parameter, and FSDP reduces it to the shards as it does every other
+gradient. A weight still sharded inside the forward is refused there.
 """
 from __future__ import annotations
 
@@ -52,15 +58,9 @@ def _config(model):
 
 
 class FusedProjection:
-    def __init__(self, model, loss_fn: EncouragingLossFunc, fsdp: bool = False):
-        """``fsdp``: the trainer will shard the model (its arguments say so)."""
+    def __init__(self, model, loss_fn: EncouragingLossFunc):
         self.loss_fn = loss_fn
         self.name = type(_base(model)).__name__
-        if fsdp or _is_fsdp(model):
-            raise ELConfigError(
-                f"fuse_projection=True under FSDP: {self.name}'s output weight is sharded between forwards, and the "
-                "fused loss reads the whole weight inside the forward where FSDP has not gathered it for this "
-                "use; train with fuse_projection=False, or without FSDP")
         self._refuse_post_processing(model)
         self.head = self._output_linear(model)
         self.extra_bias = getattr(_base(model), "final_logits_bias", None)
@@ -83,7 +83,8 @@ class FusedProjection:
             what = "none" if head is None else type(head).__module__ + "." + type(head).__name__
             raise ELConfigError(
                 f"fuse_projection=True cannot serve {self.name}: its output embedding is {what}, not a plain "
-                "torch.nn.Linear (a LoRA or quantised lm_head, say); train with fuse_projection=False")
+                "torch.nn.Linear (a LoRA or quantised lm_head, or one FSDP shards as a unit of its own); train with "
+                "fuse_projection=False")
         return head
 
     @torch.no_grad()
@@ -141,6 +142,10 @@ class FusedProjection:
             if len(calls) > 1:
                 raise RuntimeError(f"fuse_projection: {self.name} called its output embedding twice in one forward")
             h = args[0]
+            if _is_sharded(module.weight):
+                raise RuntimeError(
+                    f"fuse_projection: {self.name}'s output weight is still sharded inside the forward (FSDP shards "
+                    "the output embedding as a unit of its own); train with fuse_projection=False")
             fn.fused = fused_linear_encouraging_loss(
                 h, module.weight, self._bias(), target.to(h.device), fn._current, ignore_index=IGNORE_INDEX,
                 reduction="sum", want_stats=True, impl=fn.impl)
@@ -156,13 +161,9 @@ class FusedProjection:
                                f"({type(self.head).__name__}), so the fused loss was not computed")
 
 
-def _is_fsdp(model) -> bool:
-    """Whether ``model``'s parameters are sharded (FSDP's wrappers or DTensors)."""
+def _is_sharded(weight) -> bool:
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - torch without DTensor
-        DTensor = ()
-    if any(isinstance(p, DTensor) for p in model.parameters()):
-        return True
-    return any(type(m).__name__ in ("FullyShardedDataParallel", "FSDPModule") or
-               type(m).__name__.startswith("FSDP") for m in model.modules())
+        return False
+    return isinstance(weight, DTensor)

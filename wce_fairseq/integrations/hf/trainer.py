@@ -64,8 +64,7 @@ def use_encouraging_loss(
     if fuse_projection:
         from .fused import FusedProjection
 
-        fsdp = bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer.args, "fsdp", None))
-        projection = FusedProjection(trainer.model, fn, fsdp=fsdp)  # refuses what it cannot serve, now
+        projection = FusedProjection(trainer.model, fn)  # refuses what it cannot serve, now
     trainer.compute_loss_func = fn
     if getattr(trainer.args, "predict_with_generate", False):
         # Seq2SeqTrainer's generating evaluation skips compute_loss_func and calls label_smoother: the same loss

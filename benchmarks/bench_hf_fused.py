@@ -1,0 +1,126 @@
+"""Peak memory and time of one Hugging Face training step at LLM vocabulary
+sizes, side by side in one run: (a) the model's own loss, (b) the
+encouraging loss on the logits (``use_encouraging_loss``), (c) the same with
+``fuse_projection=True`` (the N x V logits never whole).
+
+The model is Llama-shaped, built from a config (hidden 1024, 2 layers, 16
+heads, untied output embedding), fp32 on the CPU, SGD; a batch of 4 x 512
+tokens, the first 64 of each sequence a prompt (labels -100). Each
+(variant, V) runs in its own process: one warm-up step, then ``--repeats``
+steps; "extra peak" is the process's peak RSS over those steps minus its RSS
+before them (so it holds everything a step allocates: activations, logits,
+the loss's buffers, the gradients), and the time is the median step.
+
+    python benchmarks/bench_hf_fused.py                       # V = 128256 and 256000
+    python benchmarks/bench_hf_fused.py --vocab 128256 --repeats 3 --batch 4 --length 512
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from common import reset_peak, rss_kib, write_csv
+
+VARIANTS = ("own", "logits", "fused")
+LABEL = {"own": "(a) model's own loss", "logits": "(b) encouraging loss on the logits",
+         "fused": "(c) encouraging loss, fuse_projection=True"}
+
+
+def child(spec):
+    import torch
+    import transformers
+
+    from wce_fairseq.integrations.hf import use_encouraging_loss
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=spec["vocab"], hidden_size=spec["hidden"], intermediate_size=4 * spec["hidden"],
+                                   num_hidden_layers=spec["layers"], num_attention_heads=16, num_key_value_heads=16,
+                                   max_position_embeddings=spec["length"], tie_word_embeddings=False)
+    model = transformers.LlamaForCausalLM(cfg)
+    args = transformers.TrainingArguments(output_dir=spec["out"], report_to=[], use_cpu=True, optim="sgd",
+                                          learning_rate=1e-4, per_device_train_batch_size=spec["batch"],
+                                          max_grad_norm=0.0, disable_tqdm=True)
+    trainer = transformers.Trainer(model=model, args=args)
+    if spec["variant"] != "own":
+        use_encouraging_loss(trainer, label_smoothing=0.1, log_end=0.5, fuse_projection=spec["variant"] == "fused")
+    trainer.create_optimizer()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, spec["vocab"], (spec["batch"], spec["length"]), generator=g)
+    labels = ids.clone()
+    labels[:, :64] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    n_items = (labels[:, 1:] != -100).sum()
+    model.train()
+
+    def step():
+        trainer.training_step(model, dict(batch), n_items)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    import gc
+
+    gc.collect()
+    reset_peak()
+    base = rss_kib("VmRSS")
+    times = []
+    for _ in range(spec["repeats"]):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"time_s": statistics.median(times), "extra_bytes": (rss_kib("VmHWM") - base) * 1024}))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vocab", default="128256,256000")
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--length", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--csv", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                  "hf_fused_bench.csv"))
+    a = ap.parse_args(argv)
+    rows = []
+    import tempfile
+
+    for vocab in (int(v) for v in a.vocab.split(",")):
+        for variant in VARIANTS:
+            spec = dict(variant=variant, vocab=vocab, hidden=a.hidden, layers=a.layers, batch=a.batch,
+                        length=a.length, repeats=a.repeats, out=tempfile.mkdtemp(prefix="bench_hf_fused."))
+            print(f"[bench_hf_fused] V = {vocab}: {LABEL[variant]} ...", flush=True)
+            p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+            if p.returncode != 0:
+                sys.exit(p.stderr[-3000:])
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            rows.append({"vocab": vocab, "variant": variant, **r})
+            print(f"[bench_hf_fused]   {1000 * r['time_s']:.0f} ms, extra peak {r['extra_bytes'] / 2**30:.2f} GiB",
+                  flush=True)
+    import torch
+
+    logits_gib = a.batch * a.length * 4 / 2**30
+    print(f"\none training step, Llama-shaped (hidden {a.hidden}, {a.layers} layers, untied), {a.batch} x {a.length} "
+          f"tokens, fp32 on the CPU ({os.cpu_count()} cores), SGD; torch {torch.__version__}; median of {a.repeats}")
+    print("| V | variant | step s | x (b) | extra peak GiB | x (a) | logits GiB |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for vocab in sorted({r["vocab"] for r in rows}):
+        by = {r["variant"]: r for r in rows if r["vocab"] == vocab}
+        for v in VARIANTS:
+            r = by[v]
+            r["time_x_logits"] = r["time_s"] / by["logits"]["time_s"]
+            r["mem_x_own"] = r["extra_bytes"] / by["own"]["extra_bytes"]
+            print(f"| {vocab} | {LABEL[v]} | {r['time_s']:.2f} | {r['time_x_logits']:.2f} | "
+                  f"{r['extra_bytes'] / 2**30:.2f} | {r['mem_x_own']:.2f} | {logits_gib * vocab:.2f} |")
+    if a.csv:
+        write_csv(rows, a.csv)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(json.loads(sys.argv[2]))
+    else:
+        main()
