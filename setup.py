@@ -20,5 +20,7 @@ setup(
         "recipes": ["sacrebleu>=2.0", "sentencepiece", "sacremoses", "subword-nmt", "matplotlib"],
         # wce_fairseq.integrations.hf; accelerate needs torch >= 2.0, which it leaves alone when present
         "hf": ["transformers>=4.46", "accelerate>=0.26"],
+        # TRL's SFTTrainer with the adapter, and LoRA
+        "trl": ["transformers>=4.56", "accelerate>=1.10", "trl>=1.0", "peft"],
     },
 )

@@ -15,5 +15,5 @@ except ImportError:  # pragma: no cover
 
 @pytest.fixture(params=__import__("tests.helpers.impls", fromlist=["ALL"]).ALL)
 def impl(request):
-    """Every implementation runnable here, and auto (tests/helpers/impls.py)."""
+    """Every implementation, and auto; one that cannot run here is skipped with the reason (tests/helpers/impls.py)."""
     return request.param

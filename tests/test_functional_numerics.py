@@ -156,7 +156,7 @@ def test_property_reference_impl_matches_reference(problem):
     _check("reference", problem)
 
 
-@pytest.mark.skipif("triton" not in impls.RUNNABLE, reason="triton cannot run here")
+@pytest.mark.skipif(impls.triton_unavailable() is not None, reason=f"impl=triton: {impls.triton_unavailable()}")
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_property_triton_matches_reference(problem):

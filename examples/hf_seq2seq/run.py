@@ -2,15 +2,15 @@
 the encouraging loss, offline, on the quickstart's synthetic corpus, then
 score the test set with sacreBLEU.
 
-    pip install -e ".[hf]"                 # transformers + accelerate (keeps your torch)
-    python examples/hf_seq2seq/run.py [--epochs 6] [--train-size 8000] [--out /tmp/wce_hf] [--baseline]
+    scripts/setup_env.sh --hf              # transformers + accelerate (keeps the pinned torch)
+    .venv/bin/python examples/hf_seq2seq/run.py [--epochs 6] [--train-size 8000] [--out runs/hf_seq2seq] [--baseline]
 
 The model is built from a config (no download), with a 256-piece
 SentencePiece vocabulary trained on the spot. ``--baseline`` also trains it at
-bonus weight 0 (fairseq's label-smoothed CE). The three lines a Trainer needs
-are in ``train`` below: ``encouraging_loss_func(...)``, ``compute_loss_func=``
-and ``callbacks=[loss_fn.callback()]``. The Trainer's gradient clipping
-(``max_grad_norm``, 1.0 by default) is off, as in the fairseq quickstart.
+bonus weight 0 (fairseq's label-smoothed CE). The line a Trainer needs is in
+``train`` below: ``use_encouraging_loss(trainer, label_smoothing=0.1,
+log_end=0.5)``. The Trainer's gradient clipping (``max_grad_norm``, 1.0 by
+default) is off, as in the fairseq quickstart.
 """
 import argparse
 import importlib.util
@@ -97,19 +97,18 @@ def model_config():
 def train(name, bonus_weight, data, a, out):
     from transformers import MarianMTModel, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    from wce_fairseq.integrations.hf import encouraging_loss_func
+    from wce_fairseq.integrations.hf import use_encouraging_loss
 
     torch.manual_seed(a.seed)
     model = MarianMTModel(model_config())
-    loss_fn = encouraging_loss_func(label_smoothing=0.1, log_end=0.5, bonus_weight=bonus_weight)
     args = Seq2SeqTrainingArguments(
         output_dir=os.path.join(out, name), report_to=[], use_cpu=not torch.cuda.is_available(),
         per_device_train_batch_size=128, learning_rate=2e-3, adam_beta2=0.98, warmup_steps=200,
         lr_scheduler_type="inverse_sqrt", max_grad_norm=0.0,
         num_train_epochs=a.epochs, logging_steps=25, save_strategy="no", seed=a.seed, dataloader_num_workers=0,
         disable_tqdm=True, remove_unused_columns=False)
-    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=data, data_collator=collate,
-                             compute_loss_func=loss_fn, callbacks=[loss_fn.callback()])
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=data, data_collator=collate)
+    use_encouraging_loss(trainer, label_smoothing=0.1, log_end=0.5, bonus_weight=bonus_weight)
     t0 = time.time()
     trainer.train()
     logs = [r for r in trainer.state.log_history if "target_prob" in r]
@@ -133,12 +132,15 @@ def translate(model, sp, sources, batch=64):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/tmp/wce_hf")
+    ap.add_argument("--out", default=os.path.join(REPO, "runs", "hf_seq2seq"))
     ap.add_argument("--epochs", type=float, default=6)
     ap.add_argument("--train-size", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--baseline", action="store_true", help="also train at bonus weight 0 (label-smoothed CE)")
     a = ap.parse_args(argv)
+    if importlib.util.find_spec("transformers") is None:
+        sys.exit("hf_seq2seq: transformers is not installed; run scripts/setup_env.sh --hf (or pip install -e "
+                 "\".[hf]\") first")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import sacrebleu
 
@@ -150,7 +152,7 @@ def main(argv=None):
     sp = sentencepiece(raw, out)
     data = Pairs(sp, read(f"{raw}/train.en"), read(f"{raw}/train.ps"))
     systems = [("EL", 1.0)] + ([("LS-CE", 0.0)] if a.baseline else [])
-    stage(2, n, "Seq2SeqTrainer with compute_loss_func=encouraging_loss_func(label_smoothing=0.1, log_end=0.5)")
+    stage(2, n, "Seq2SeqTrainer with use_encouraging_loss(trainer, label_smoothing=0.1, log_end=0.5)")
     models = {name: train(name, rho, data, a, out) for name, rho in systems}
     stage(3, n, "beam search (4) on the test set")
     src, ref = read(f"{raw}/test.en"), read(f"{raw}/test.ps")

@@ -1,5 +1,5 @@
 """ops/dispatch.py and ops/self_check.py: which implementation runs, and the
-start-up self-check against the float64 reference with its fallback."""
+start-up self-check against its own float64 computation, with its fallback."""
 import logging
 
 import pytest
@@ -12,8 +12,50 @@ from wce_fairseq.ops.bonus import ELConfigError
 
 
 @pytest.mark.parametrize("impl", impls.CONCRETE)
-def test_self_check_passes_for_every_runnable_impl(impl):
+def test_self_check_passes_for_every_impl(impl):
     assert F.self_check(impl, "cpu") is None
+
+
+@pytest.mark.parametrize("impl", impls.CONCRETE)
+@pytest.mark.parametrize("wrong", ["loss x 1.01", "gradient x 1.01", "margin + 0.01"])
+def test_self_check_catches_a_wrong_implementation(monkeypatch, impl, wrong):
+    """The check is against its own float64 computation, not the package's
+    reference: a 1 % error in any implementation, the reference included,
+    fails it (the loss scaled also scales the gradient)."""
+    from wce_fairseq.ops.common import Diagnostics
+    from wce_fairseq.ops.self_check import compare_with_reference
+
+    def run(x, t, spec, reduction):
+        res = D.run_impl(impl, x, t, spec, -100, reduction, True)
+        if wrong == "loss x 1.01":
+            return res._replace(loss=res.loss * 1.01)
+        if wrong == "gradient x 1.01":
+            return res._replace(loss=_GradScaled.apply(res.loss))
+        return res._replace(stats=Diagnostics(*(res.stats[:3]), res.stats[3] + 0.01, res.stats[4]))
+
+    reason = compare_with_reference(run, torch.device("cpu"))
+    assert reason is not None and reason.startswith(("loss", "gradient", "stats"))
+
+
+class _GradScaled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 1.01
+
+
+def test_triton_runs_and_passes_its_self_check_with_the_pinned_triton():
+    """Where the test environment's Triton is installed, the Triton
+    implementation must run (on a GPU, or the CPU interpreter) and agree with
+    the float64 check: a broken kernel fails here, and every Triton test
+    runs (tests/helpers/impls.py)."""
+    if not impls.IS_PINNED_TRITON:
+        pytest.skip(f"Triton {impls.INSTALLED_TRITON} is not the pinned {impls.PINNED_TRITON}")
+    assert "triton" in F.IMPLEMENTATIONS
+    assert F.self_check("triton", "cuda" if torch.cuda.is_available() else "cpu") is None
 
 
 @pytest.fixture
@@ -49,7 +91,7 @@ def test_auto_falls_back_to_chunked_with_one_warning(fresh_checks, monkeypatch, 
     assert names == ["chunked"] * 3
     warnings = [r for r in caplog.records if "self-check" in r.getMessage()]
     assert len(warnings) == 1 and "chunked" in warnings[0].getMessage()
-    want = "CUDA error" if mode == "launch" else "differs from the float64 reference"
+    want = "CUDA error" if mode == "launch" else "differs from the float64 check"
     assert want in warnings[0].getMessage()
     # and the loss computed under "auto" is the correct one
     logits, target = torch.randn(5, 11), torch.tensor([1, 2, 3, 4, -100])

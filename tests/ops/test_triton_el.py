@@ -12,7 +12,7 @@ from tests.helpers.data import confident_rows
 from wce_fairseq.functional import encouraging_loss_parts
 from wce_fairseq.ops.bonus import BonusSpec
 
-pytestmark = pytest.mark.skipif("triton" not in impls.RUNNABLE, reason="triton cannot run here")
+pytestmark = pytest.mark.skipif(impls.triton_unavailable() is not None, reason=f"impl=triton: {impls.triton_unavailable()}")
 
 
 def _row_passes(kernel_name):

@@ -129,7 +129,7 @@ class EncouragingCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
         runs = resolve_impl(self.impl, device)
         logger.info("encouraging_ce: loss implementation %s (--el-impl %s) on %s%s", runs, self.impl, device,
-                    ", self-check against the float64 reference passed" if runs == "triton" else "")
+                    ", self-check against a float64 computation passed" if runs == "triton" else "")
         # where training left the schedule: fairseq-validate and other tools
         # that rebuild the criterion from a checkpoint find it in the task
         self.epoch, self.num_updates = saved_progress(task) or (1, 0)

@@ -73,7 +73,7 @@ def kernel(name: str):
 def resolve_impl(impl: str, device: torch.device | str | None = None) -> str:
     """The concrete implementation for ``impl`` on ``device``; raises a clear
     error for an unknown name or one this machine cannot run. With a device,
-    Triton is first run there against the float64 reference (cached): ``auto``
+    Triton is first run there against a float64 check (cached): ``auto``
     falls back to ``chunked`` with one warning where it fails, a forced
     ``triton`` raises the reason."""
     if impl not in IMPL_NAMES:
@@ -114,7 +114,7 @@ def _auto_candidate(dev: torch.device) -> str:
 
 def self_check(impl: str, device: torch.device | str = "cpu") -> Optional[str]:
     """Run ``impl`` once on a small batch on ``device`` (forward, backward,
-    diagnostics) against the float64 reference: ``None`` when it agrees, else
+    diagnostics) against a float64 computation of its own (ops/self_check.py): ``None`` when it agrees, else
     the reason (a compile or launch error, or the first mismatch). Cached per
     implementation and device."""
     dev = torch.device(device)
