@@ -103,7 +103,7 @@ def check_correctness(device, plan):
     impl = "triton" if device.type == "cuda" else "chunked"
     reason = self_check(impl, device)
     rows = [{"check": f"self-check ({impl} on {device})", "ok": reason is None,
-             "detail": reason or "agrees with the float64 reference"}]
+             "detail": reason or "agrees with its float64 check", "reason": reason}]
     spec = BonusSpec(label_smoothing=EPS, log_end=LE)
     up = 2.0 ** 16
     for N, V in plan.sizes:
@@ -125,7 +125,8 @@ def check_correctness(device, plan):
             lerr = abs(lt.item() - ref.loss.item()) / max(1.0, abs(ref.loss.item()))
             ok = verdict["ok"] and lerr <= 1e-5
             rows.append({"check": f"{impl} {N}x{V} {str(dt)[6:]}", "ok": ok,
-                         "detail": f"{verdict['detail']}; loss rel err {lerr:.1e}; {time.time() - t0:.1f} s"})
+                         "detail": f"{verdict['detail']}; loss rel err {lerr:.1e}; {time.time() - t0:.1f} s",
+                         "loss_rel_err": lerr, **verdict["counts"]})
             log(f"[correctness] {rows[-1]['check']}: {'PASS' if ok else 'FAIL'}")
             del z, x, loss, zr
     return rows
@@ -148,6 +149,7 @@ def _compare_gradient(got, zr, dt, up, V):
     beyond = int(((err > fi.eps * exact.abs() + sub + slack) & fin).sum())
     worst = (err[fin].max() / exact[fin].abs().max()).item()
     return {"ok": nonfinite == 0 and flushed == 0 and beyond == 0,
+            "counts": {"beyond_one_rounding": beyond, "non_finite": nonfinite, "extra_flushes": flushed},
             "detail": f"max grad err {worst:.1e} of its largest entry; {beyond} beyond one rounding, "
                       f"{nonfinite} non-finite, {flushed} extra flushes (upstream 2^16, {got.shape[0]} rows)"}
 

@@ -266,3 +266,48 @@ def test_fused_projection_refused_at_start_up_for_adaptive_softmax(task):
         task.build_criterion(cfg)
     task._model = make_model(task)
     assert task.build_criterion(cfg).fuse_projection
+
+
+def _confident_logits(task, sample, seed=4):
+    """Logits as a trained model's: the target at p well past LE = 0.75 on
+    every other token, in the middle of the curve on a few, confidently wrong
+    on a few (set directly: the tiny model never gets there)."""
+    g = torch.Generator().manual_seed(seed)
+    t = sample["target"]
+    z = torch.randn(*t.shape, len(task.tgt_dict), generator=g, dtype=torch.float64)
+    flat, tf = z.view(-1, z.shape[-1]), t.reshape(-1)
+    rows = torch.arange(tf.numel())
+    flat[rows[::2], tf[::2]] += 9.0  # p ≈ 0.99
+    flat[rows[1::6], tf[1::6]] += 4.5  # p in the middle
+    flat[rows[3::6], (tf[3::6] + 1) % z.shape[-1]] += 9.0  # a wrong argmax
+    return z
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("impl", ["auto", "chunked", "reference"])
+def test_gradient_with_the_bonus_on_equals_autograd_of_the_float64_reference(task, impl, dtype):
+    """The criterion's loss and its gradient with respect to the logits, past
+    p = LE and with smoothing on both terms, against autograd of the
+    independent float64 reference on the same logits. Tolerance: the input
+    dtype's own rounding of the float64 gradient (one ulp), plus fp32's error
+    on the terms an entry is made of."""
+    sample = make_sample(task)
+    z64 = _confident_logits(task, sample)
+    crit = make_criterion(task, label_smoothing=0.1, log_end=0.75, bonus_weight=1.3, el_impl=impl)
+
+    x = z64.to(dtype).requires_grad_(True)
+    res = crit.compute_el(make_model(task), (x, None), sample)
+    res.loss.backward()
+    xr = x.detach().double().requires_grad_(True)
+    ref, _, _ = el_reference(xr, sample["target"], label_smoothing=0.1, log_end=0.75, bonus_weight=1.3,
+                             ignore_index=task.tgt_dict.pad())
+    ref.sum().backward()
+    p_t = torch.softmax(xr.detach(), -1).gather(-1, sample["target"].unsqueeze(-1))
+    assert float((p_t > 0.75).float().mean()) > 0.3  # a good share of tokens on the tangent
+    torch.testing.assert_close(res.loss.double(), ref.sum().detach(), rtol=1e-6, atol=1e-5)
+    exact = xr.grad
+    ulp = torch.finfo(dtype).eps * exact.abs() + torch.finfo(dtype).tiny
+    terms = 2.0 ** -20 * (exact.abs() + torch.softmax(xr.detach(), -1) + 1.0)
+    err = (x.grad.double() - exact).abs()
+    assert x.grad.dtype == dtype
+    assert bool((err <= ulp + terms).all()), float((err - ulp - terms).max())

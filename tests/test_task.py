@@ -6,22 +6,33 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from tests.helpers.cli import json_records, load_checkpoint, make_toy_data, max_diff, optimizer_tensors, same_record, train  # noqa: E402
+from tests.helpers.cli import json_records, load_checkpoint, max_diff, optimizer_tensors, same_record, train  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_toy_data(str(tmp_path_factory.mktemp("rel")), n_train=300, n_valid=40, n_test=40, vocab=150)
+def data(toy_data):
+    return toy_data(n_train=300, n_valid=40, n_test=40, vocab=150)
 
 
-def full_and_resumed(data, root, opts, stop=("--max-epoch", "2"), criterion=("--criterion", "encouraging_ce")):
-    full = train(data, str(root / "full"), [*opts, "--max-epoch", "4"], criterion=criterion)
-    part1 = train(data, str(root / "part"), [*opts, *stop], criterion=criterion)
-    part2 = train(data, str(root / "part"), [*opts, "--max-epoch", "4"], criterion=criterion)
-    assert "Loaded checkpoint" in part2.stdout + part2.stderr  # it really resumed
-    return full, part1, part2
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """``uninterrupted(schedule)``: four epochs without a stop, (output, save
+    dir); one run per schedule, shared by the resumed runs it is compared with."""
+    runs = {}
+
+    def get(schedule):
+        if schedule not in runs:
+            root = tmp_path_factory.mktemp(f"full-{schedule}")
+            runs[schedule] = (train(data, str(root), [*resume_opts(schedule), "--max-epoch", "4"]), root)
+        return runs[schedule]
+
+    return get
+
+
+def resume_opts(schedule):
+    return ["--label-smoothing", "0.1", "--log-end", "0.75", "--bonus-weight", "2", *RESUME_CASES[schedule]]
 
 
 RESUME_CASES = {
@@ -57,14 +68,17 @@ def batches(task, dataset, epoch, seed=3):
     ("update-cos", ("--max-epoch", "2")),
     ("update-cos", ("--max-update", "13")),  # stopped inside epoch 2 (9 updates per epoch)
 ], ids=["epoch-linear-after-epoch-2", "update-cos-after-epoch-2", "update-cos-mid-epoch-2"])
-def test_resume_is_exact(data, tmp_path, schedule, stop):
+def test_resume_is_exact(data, tmp_path, uninterrupted, schedule, stop):
     """4 uninterrupted epochs == stop (after epoch 2, or at update 13 inside
     epoch 2) and resume from checkpoint_last.pt: the same per-epoch log lines
     (loss, nll, bonus, ρ_t, diagnostics, lr, update count) and the same final
     parameters and Adam state. Dropout stays on (0.1): fairseq reseeds it from
     the update count."""
-    opts = ["--label-smoothing", "0.1", "--log-end", "0.75", "--bonus-weight", "2", *RESUME_CASES[schedule]]
-    full, part1, part2 = full_and_resumed(data, tmp_path, opts, stop)
+    opts = resume_opts(schedule)
+    full, full_dir = uninterrupted(schedule)
+    part1 = train(data, str(tmp_path / "part"), [*opts, *stop])
+    part2 = train(data, str(tmp_path / "part"), [*opts, "--max-epoch", "4"])
+    assert "Loaded checkpoint" in part2.stdout + part2.stderr  # it really resumed
     a = json_records(full.stdout)
     b = json_records(part1.stdout) + json_records(part2.stdout)
     # an epoch cut by the stop is logged in two pieces; compare the whole ones
@@ -77,9 +91,12 @@ def test_resume_is_exact(data, tmp_path, schedule, stop):
         same_record(whole_a[epoch], whole_b[epoch], "train")
     for ra, rb in zip(json_records(full.stdout, "valid")[-2:], json_records(part2.stdout, "valid")[-2:]):
         same_record(ra, rb, "valid")
-    weights = [float(whole_a[e]["bonus_weight"]) for e in (1, 4)]
-    assert weights[0] < weights[1] <= 2.0  # the schedule really advanced
-    ca, cb = load_checkpoint(tmp_path / "full" / "checkpoint_last.pt"), load_checkpoint(tmp_path / "part" / "checkpoint_last.pt")
+    weights = [float(whole_a[e]["bonus_weight"]) for e in (1, 2, 3, 4)]
+    if schedule == "epoch-linear":  # rho = 2 (e - 1) / 3 in epoch e
+        assert weights == [round(2 * (e - 1) / 3, 4) for e in (1, 2, 3, 4)]
+    else:  # cos over 25 updates of 9 a epoch: saturated (rho = 2) all through epoch 4, rising before
+        assert weights[3] == 2.0 and weights[0] < weights[1] < weights[2] < 2.0
+    ca, cb = load_checkpoint(full_dir / "checkpoint_last.pt"), load_checkpoint(tmp_path / "part" / "checkpoint_last.pt")
     assert ca["optimizer_history"][-1]["num_updates"] == cb["optimizer_history"][-1]["num_updates"] == 36
     assert max_diff(ca["model"], cb["model"]) <= 1e-6
     assert max_diff(optimizer_tensors(ca), optimizer_tensors(cb)) <= 1e-6

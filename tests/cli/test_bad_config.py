@@ -1,6 +1,8 @@
-"""Bad configuration fails at start-up, through fairseq-train, with a
-message naming the flag and the allowed range, before the first batch and
-before any checkpoint is written. Also the same checks in the Python API."""
+"""Bad configuration fails at start-up with a message naming the flag and
+the allowed range: every case through fairseq's own start-up (parsing,
+task, model, criterion) in this process; three of them through the
+``fairseq-train`` command, which stops before the first batch and writes
+nothing; and the same checks in the Python API."""
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +11,7 @@ import pytest
 
 pytest.importorskip("fairseq")
 
-from tests.helpers.cli import PLUGIN, TINY_MODEL, make_toy_data, tool  # noqa: E402
+from tests.helpers.cli import PLUGIN, TINY_MODEL, tool  # noqa: E402
 
 # (flags, words the message must contain)
 CASES = {
@@ -44,10 +46,31 @@ CASES = {
 }
 
 
+# the cases also run through the fairseq-train command: a range, an option without effect,
+# an implementation the machine cannot run (in a process without the Triton interpreter)
+COMMAND_LINE = ("log_end_zero", "gamma_without_power", "impl_not_runnable")
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def data(toy_data):
+    return toy_data(n_train=100, n_valid=20, n_test=20, vocab=120)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n not in COMMAND_LINE])
+def test_start_up_refuses(data, capsys, name):
+    from tests.helpers.cli import start_up_error
+
+    flags, words = CASES[name]
+    error = start_up_error(data, flags, capsys)
+    assert error is not None, f"{flags} was accepted"
+    for word in words:
+        assert word in error, f"{word!r} not in the error: {error}"
+    assert "nan" not in error.lower()
+
+
+@pytest.fixture(scope="module")
+def command_line(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    data = make_toy_data(str(root / "data"), n_train=100, n_valid=20, n_test=20, vocab=120)
 
     def launch(name):
         flags, _ = CASES[name]
@@ -61,13 +84,13 @@ def results(tmp_path_factory):
         return name, p, save
 
     with ThreadPoolExecutor(max_workers=3) as ex:
-        return {name: (p, save) for name, p, save in ex.map(launch, CASES)}
+        return {name: (p, save) for name, p, save in ex.map(launch, COMMAND_LINE)}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(CASES))
-def test_fairseq_train_refuses(results, name):
-    p, save = results[name]
+@pytest.mark.parametrize("name", COMMAND_LINE)
+def test_fairseq_train_refuses(command_line, name):
+    p, save = command_line[name]
     out = p.stdout + p.stderr
     assert p.returncode != 0, out[-2000:]
     last = out.strip().splitlines()[-1]
@@ -110,13 +133,11 @@ def test_python_api_refuses(kw, words):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task, arch", [("translation", "lstm"), ("translation", "fconv"),
-                                        ("translation_encouraging", "lstm")])
-def test_fused_projection_refused_before_the_first_batch(tmp_path, task, arch):
+@pytest.mark.parametrize("task, arch", [("translation", "lstm"), ("translation_encouraging", "fconv")])
+def test_fused_projection_refused_before_the_first_batch(data, tmp_path, task, arch):
     """--el-fuse-projection on a model without a plain output projection stops
     before fairseq iterates over samples, with a clean exit, under fairseq's own
     task too (where only the trainer's hooks hand the criterion the model)."""
-    data = make_toy_data(str(tmp_path / "data"), n_train=60, n_valid=10, n_test=10, vocab=120)
     small = {"lstm": ["--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-hidden-size", "16",
                       "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16"],
              "fconv": ["--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--decoder-out-embed-dim", "16",

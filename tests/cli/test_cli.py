@@ -9,14 +9,14 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from tests.helpers.cli import PLUGIN, json_records, make_toy_data, run, tool, train  # noqa: E402
+from tests.helpers.cli import PLUGIN, json_records, run, tool, train  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_toy_data(str(tmp_path_factory.mktemp("toy")))
+def data(toy_data):
+    return toy_data()
 
 
 def test_train_resume_generate_interactive(data, tmp_path):
@@ -35,8 +35,17 @@ def test_train_resume_generate_interactive(data, tmp_path):
 
     gen = run([tool("fairseq-generate"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging",
                "--path", os.path.join(ck, "checkpoint_last.pt"), "--beam", "2", "--batch-size", "32", "--cpu",
-               "--remove-bpe", "sentencepiece"])
-    assert re.search(r"BLEU4? = \d", gen.stdout + gen.stderr)
+               "--remove-bpe", "sentencepiece", "--required-batch-size-multiple", "1"])
+    # every test sentence translated, and fairseq's BLEU4 line is the BLEU of those translations: sacreBLEU on
+    # the whitespace tokens fairseq scores, against the T- lines it prints
+    from wce_fairseq.tools.score import score_all, translations
+
+    gen_txt = tmp_path / "generate.txt"
+    gen_txt.write_text(gen.stdout)
+    hyps, fairseq_bleu = translations(str(gen_txt), 60)
+    refs = [text for _, text in sorted(_by_id(gen.stdout, "T-").items())]
+    tok_bleu = score_all(hyps, refs, hyps, refs, lowercase=False)["tok_bleu"]
+    assert fairseq_bleu is not None and tok_bleu == pytest.approx(fairseq_bleu["bleu"], abs=0.006)
 
     p = subprocess.run(
         [tool("fairseq-interactive"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging",
@@ -45,6 +54,11 @@ def test_train_resume_generate_interactive(data, tmp_path):
         input="▁the ▁cat ▁sees ▁a ▁dog ▁.\n", capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert re.search(r"^H-0\t", p.stdout, re.M)
+
+
+def _by_id(text, prefix):
+    return {int(line.split("\t", 1)[0][len(prefix):]): line.split("\t")[-1]
+            for line in text.splitlines() if line.startswith(prefix)}
 
 
 def test_weight_zero_training_log_equals_stock(data, tmp_path):
@@ -106,8 +120,9 @@ def test_hydra_yaml(data, tmp_path):
           save_dir: {tmp_path / 'ck'}
         """))
     p = run([tool("fairseq-hydra-train"), "--config-dir", str(conf), "--config-name", "el"], cwd=str(tmp_path))
-    recs = json_records(p.stdout)
-    assert recs and 0 < float(recs[-1]["bonus_weight"]) < 1  # the linear schedule is advancing
+    valid = json_records(p.stdout, "valid")
+    k = int(valid[-1]["num_updates"])  # the linear schedule over 1000 updates, at validation t = k
+    assert k > 0 and float(valid[-1]["bonus_weight"]) == round(k / 1000, 4)
     state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
     crit = state["cfg"]["criterion"]
     assert crit["_name"] == "encouraging_ce" and crit["log_end"] == 0.75 and crit["bonus_schedule"] == "linear"
@@ -152,11 +167,18 @@ def test_installed_plugin_from_any_directory(data, tmp_path):
     assert json_records(p.stdout)
 
 
-def test_checkpoint_loads_with_safe_torch_load(data, tmp_path):
+@pytest.fixture(scope="module")
+def two_updates(data, tmp_path_factory):
+    """A checkpoint folder after two updates (shared by the loading tests)."""
+    ck = tmp_path_factory.mktemp("two_updates")
+    train(data, str(ck), ["--max-epoch", "1", "--max-update", "2"])
+    return ck
+
+
+def test_checkpoint_loads_with_safe_torch_load(two_updates):
     """torch >= 2.6 loads with weights_only=True; the plugin allows exactly what
     fairseq checkpoints hold, so fairseq's own loader works."""
-    ck = tmp_path / "ck"
-    train(data, str(ck), ["--max-epoch", "1", "--max-update", "2"])
+    ck = two_updates
     code = (
         "import torch, wce_fairseq, fairseq; wce_fairseq.register();"
         "from fairseq import checkpoint_utils;"
@@ -165,17 +187,17 @@ def test_checkpoint_loads_with_safe_torch_load(data, tmp_path):
     )
     p = run([tool("python"), "-c", code])
     assert "loaded" in p.stdout
-    # without the plugin's allow-list, torch's safe loading refuses the file
-    bare = run([tool("python"), "-c", code.replace("wce_fairseq.register();", "")], check=False)
+    # without the plugin (and so its allow-list), torch's safe loading refuses the file
+    bare = run([tool("python"), "-c", code.replace("wce_fairseq, ", "").replace("wce_fairseq.register();", "")],
+               check=False)
     assert bare.returncode != 0 and "weights_only" in (bare.stdout + bare.stderr)
 
 
 @pytest.mark.parametrize("order", ["wce_fairseq, fairseq", "fairseq, wce_fairseq"])
-def test_from_pretrained_in_either_import_order(data, tmp_path, order):
+def test_from_pretrained_in_either_import_order(data, two_updates, order):
     """fairseq's hub interface loads a checkpoint trained with the plugin
     whichever of the two packages is imported first, and translates."""
-    ck = tmp_path / "ck"
-    train(data, str(ck), ["--max-epoch", "1", "--max-update", "2"])
+    ck = two_updates
     code = (
         f"import {order}\n"
         "from fairseq.models.transformer import TransformerModel\n"

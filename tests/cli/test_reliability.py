@@ -11,15 +11,15 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from tests.helpers.cli import (PLUGIN, json_records, load_checkpoint, make_toy_data, max_diff, same_record,  # noqa: E402
+from tests.helpers.cli import (PLUGIN, json_records, load_checkpoint, max_diff, same_record,  # noqa: E402
                                tool_env, train, train_command)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_toy_data(str(tmp_path_factory.mktemp("rel")), n_train=300, n_valid=40, n_test=40, vocab=150)
+def data(toy_data):
+    return toy_data(n_train=300, n_valid=40, n_test=40, vocab=150)
 
 
 def _free_port():

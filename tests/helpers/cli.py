@@ -109,3 +109,28 @@ def same_record(ra, rb, what, skip=()):
     assert keys == set(rb) - SPEED_KEYS - set(skip), what
     for key in sorted(keys):
         assert ra[key] == rb[key], (what, ra["epoch"], key, ra[key], rb[key])
+
+
+def start_up_error(data, flags, capsys):
+    """What ``fairseq-train DATA --user-dir wce_fairseq --task translation_encouraging
+    --criterion encouraging_ce TINY_MODEL FLAGS`` stops with at start-up, run in
+    this process the way fairseq_cli.train does it up to the criterion (the
+    command line parsed into its config, the user directory imported, the task
+    set up, the model and the criterion built): the error's text, or None."""
+    from fairseq import options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    argv = [data, "--user-dir", PLUGIN, "--task", "translation_encouraging", "--criterion", "encouraging_ce",
+            *TINY_MODEL, "--max-epoch", "1", *flags]
+    try:
+        args = options.parse_args_and_arch(options.get_training_parser(), argv)
+        cfg = convert_namespace_to_omegaconf(args)
+        utils.import_user_module(cfg.common)
+        task = tasks.setup_task(cfg.task)
+        task.build_model(cfg.model)
+        task.build_criterion(cfg.criterion)
+    except SystemExit:  # argparse: the message went to stderr
+        return capsys.readouterr().err.strip().splitlines()[-1]
+    except Exception as e:  # noqa: BLE001 - every start-up refusal is an exception
+        return f"{type(e).__name__}: {e}"
+    return None

@@ -51,14 +51,37 @@ def test_compare_tool(tmp_path):
     assert bad_run.returncode != 0 and "other references" in bad_run.stderr
 
 
-def test_plots(tmp_path):
+def _png_size(path):
+    """(width, height) from a PNG's header; the file must be a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_plots(tmp_path, monkeypatch):
+    """Each plot is a PNG of its figure's size, holding the data it is meant
+    to: the bonus curves of the float64 reference, the logged values."""
+    import matplotlib.axes
+    import torch
+
+    from tests.helpers.reference import bonus_value
     from wce_fairseq.tools import plots
 
-    def is_png(path):
-        with open(path, "rb") as f:
-            return f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 10_000
+    drawn = []
+    real_plot = matplotlib.axes.Axes.plot
 
-    assert is_png(plots.plot_bonus(str(tmp_path / "b.png")))
+    def recording(ax, *args, **kw):
+        drawn.append((kw.get("label"), args))
+        return real_plot(ax, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording)
+    assert _png_size(plots.plot_bonus(str(tmp_path / "b.png"))) == (1200, 480)  # 10 x 4 in at 120 dpi
+    curves = {label: args for label, args in drawn}
+    p, b = curves["bonus log(1-p), LE=0.75"][:2]
+    want = bonus_value(torch.as_tensor(p, dtype=torch.float64), "log", 0.75, None, 0.0)
+    torch.testing.assert_close(torch.as_tensor(b, dtype=torch.float64), want, rtol=1e-12, atol=1e-12)
+
     log = tmp_path / "train.log"
     lines = []
     for ep in (1, 2, 3):
@@ -69,6 +92,13 @@ def test_plots(tmp_path):
     log.write_text("\n".join(lines) + "\n")
     recs = plots.read_log(str(log))
     assert [r["epoch"] for r in recs["valid"]] == [1, 2, 3]
+    drawn.clear()
+    out = plots.plot_curves([("EL", str(log))], str(tmp_path / "c.png"))
+    assert _png_size(out) == (4 * len(plots.CURVE_KEYS) * 110, round(3.6 * 110))
+    valid = [list(zip(*args[:2])) for label, args in drawn if label == "EL valid"]  # one line per panel
+    assert valid == [[(e, float(f(e))) for e in (1, 2, 3)] for f in
+                     (lambda e: 5 - e, lambda e: 4 - e, lambda e: 0.2 * e, lambda e: 0.1 * e, lambda e: e - 1.5)]
+    monkeypatch.undo()
     p = run([tool("python"), "-m", "wce_fairseq.tools.plots", "curves", "--log", f"EL={log}", "--log", f"base={log}",
-             "--out", str(tmp_path / "c.png")])
-    assert is_png(tmp_path / "c.png"), p.stdout
+             "--out", str(tmp_path / "c2.png")])
+    assert _png_size(tmp_path / "c2.png") == _png_size(out), p.stdout

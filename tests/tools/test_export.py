@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from tests.helpers.cli import PLUGIN, make_toy_data, run, tool, train  # noqa: E402
+from tests.helpers.cli import PLUGIN, run, tool, train  # noqa: E402
 
 # fairseq's own command-line entry points, started in a process where
 # `import wce_fairseq` fails: what a colleague without the plugin has.
@@ -37,9 +37,9 @@ def _hypotheses(text):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, toy_data):
     root = tmp_path_factory.mktemp("export")
-    data = make_toy_data(str(root / "data"))
+    data = toy_data()
     ck = root / "ck"
     train(data, str(ck), ["--label-smoothing", "0.1", "--log-end", "0.75", "--bonus-schedule", "linear",
                           "--bonus-schedule-length", "50", "--max-epoch", "2"])

@@ -57,14 +57,15 @@ def test_detok_scores_match_sacrebleu_cli(tmp_path):
         assert ours["tok_bleu"] is None
 
 
-def test_refuses_a_test_set_translated_in_part(tmp_path):
+@pytest.mark.slow
+def test_refuses_a_test_set_translated_in_part(tmp_path, toy_data):
     """fairseq-generate drops the last batch when it is smaller than
     --required-batch-size-multiple: score refuses the output, naming the fix,
     instead of scoring fewer sentences."""
     pytest.importorskip("fairseq")
-    from tests.helpers.cli import PLUGIN, make_toy_data, run, train
+    from tests.helpers.cli import PLUGIN, run, train
 
-    data = make_toy_data(str(tmp_path / "data"), n_train=200, n_valid=20, n_test=20, vocab=150)
+    data = toy_data(n_train=300, n_valid=40, n_test=40, vocab=150)
     train(data, str(tmp_path / "ck"), ["--max-epoch", "1", "--max-update", "2"])
     gen = [tool("fairseq-generate"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging", "--path",
            str(tmp_path / "ck" / "checkpoint_last.pt"), "--beam", "1", "--cpu", "--remove-bpe", "sentencepiece",
@@ -72,7 +73,7 @@ def test_refuses_a_test_set_translated_in_part(tmp_path):
     (tmp_path / "part.txt").write_text(run(gen).stdout)
     score = [tool("python"), "-m", "wce_fairseq.tools.score", "generate", "--bin", data, "--out", str(tmp_path / "s")]
     refused = run([*score, "--gen", str(tmp_path / "part.txt")], check=False)
-    assert refused.returncode != 0 and "translates 18 of the 20" in refused.stderr
+    assert refused.returncode != 0 and "translates 39 of the 40" in refused.stderr
     assert "--required-batch-size-multiple 1" in refused.stderr and not (tmp_path / "s").exists()
     (tmp_path / "all.txt").write_text(run([*gen, "--required-batch-size-multiple", "1"]).stdout)
     ok = run([*score, "--gen", str(tmp_path / "all.txt")])

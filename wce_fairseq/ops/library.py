@@ -34,8 +34,7 @@ import torch
 from .bonus import BonusSpec
 from .chunked import ChunkedKernel
 from .common import RowState, Targets, grad_scale, upstream_rows
-from .function import (Forward, ImplOptions, forms_gradient_at_once, kernel_forward, once_differentiable,
-                       scaled_by_upstream, shaped_result)
+from .function import Forward, ImplOptions, forms_gradient_at_once, kernel_forward, once_differentiable, shaped_result
 from .targets import check_target_range
 
 Tensor = torch.Tensor
@@ -102,20 +101,6 @@ def backward_body(kernel, z, safe, valid, rows, row_scale, spec_values, sync_fre
                            inplace=False, sync_free=sync_free, chunk_rows=chunk_rows)
 
 
-@torch.library.custom_op(f"{NAMESPACE}::scale_gradient_", mutates_args=("grad",))
-def scale_gradient_(grad: Tensor, upstream: Tensor, per_row: bool) -> None:
-    """A gradient formed in forward (the chunked path, fp32 on the CPU) times
-    the upstream gradient, in place, and not at all where that is 1 (the
-    operator reads it: it runs on the CPU only). In a graph, Inductor keeps
-    it in place where nothing else reads the gradient's buffer."""
-    scaled_by_upstream(grad, upstream, "none" if per_row else "sum")
-
-
-@scale_gradient_.register_fake
-def _(grad, upstream, per_row):
-    return None
-
-
 def register_loss_autograd(forward_op, backward_op, kernel) -> None:
     """The autograd formula of ``forward_op`` (inputs: z, safe, valid, the
     loss options, reduction, want_stats, need_grad, sync_free, chunk_rows)."""
@@ -132,9 +117,9 @@ def register_loss_autograd(forward_op, backward_op, kernel) -> None:
         saved = ctx.saved_tensors
         safe, valid = saved[-2:]
         with torch.no_grad():  # also under create_graph=True: the analytic gradient has no graph of its own
-            if ctx.eager:
-                grad = saved[0]
-                scale_gradient_(grad, g_loss, ctx.reduction == "none")
+            if ctx.eager:  # out of place: where nothing else reads it, Inductor reuses the buffer
+                g = g_loss.to(saved[0].dtype)
+                grad = saved[0] * (g.unsqueeze(1) if ctx.reduction == "none" else g)
             else:
                 z, rows = saved[0], saved[1:7]
                 scale = upstream_rows(g_loss, z.shape[0]) * grad_scale(_targets(safe, valid), ctx.reduction)

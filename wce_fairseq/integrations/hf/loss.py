@@ -12,6 +12,7 @@ for causal LMs), else the batch's own count after the shift.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Optional
 
 import torch
@@ -130,7 +131,7 @@ class EncouragingLossFunc:
         if not self._length_from_trainer:
             return
         length = max_steps if self.schedule.unit == "update" else num_train_epochs
-        if not (0 < length < 2 ** 62):
+        if not 0 < length < sys.maxsize:  # the Trainer's sys.maxsize: epochs of a dataset without a length
             raise ELConfigError(
                 f"bonus_schedule_unit={self.schedule.unit!r} without bonus_schedule_length spans the run, whose "
                 f"length in {self.schedule.unit}s the Trainer does not know (a dataset without a length): give "
