@@ -23,6 +23,9 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, REPO)  # the package from this checkout, installed or not
+sys.path.insert(0, os.path.join(REPO, "examples", "quickstart"))  # toy_corpus.py, the synthetic corpus
+
+from toy_corpus import read, write_corpus  # noqa: E402
 
 PAD, EOS, UNK = 0, 1, 2
 
@@ -32,18 +35,9 @@ def stage(i, n, msg):
 
 
 def toy_corpus(out, n_train, seed):
-    spec = importlib.util.spec_from_file_location("toy_corpus", os.path.join(REPO, "examples", "quickstart",
-                                                                             "toy_corpus.py"))
-    toy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(toy)
     raw = os.path.join(out, "raw")
-    toy.write_corpus(raw, n_train, 200, 200, seed=seed)
+    write_corpus(raw, n_train, 200, 200, seed=seed)
     return raw
-
-
-def read(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
 
 
 def sentencepiece(raw, out):

@@ -102,6 +102,12 @@ def write_corpus(outdir: str, n_train: int = 12000, n_valid: int = 400, n_test: 
     return counts
 
 
+
+def read(path):
+    """The lines of one side of a split, without their line ends."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outdir")

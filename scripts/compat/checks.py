@@ -99,8 +99,17 @@ def check_editable_install(ctx):
     return "torch %s, fairseq %s kept" % (before["torch"], before["fairseq"])
 
 
-def check_tests(ctx):
-    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "tests"]
+# the command-line tests of the plugin's fixes for fairseq itself (marked slow, so not in the run above)
+FIXES_THROUGH_THE_COMMAND_LINE = [
+    "tests/cli/test_reliability.py::test_fairseq_distributed_run_resumes_with_default_flags",
+    "tests/cli/test_language_modeling.py",
+    "tests/cli/test_cli.py::test_from_pretrained_in_either_import_order",
+    "tests/tools/test_score.py::test_refuses_a_test_set_translated_in_part",
+]
+
+
+def check_tests(ctx, selection=("-m", "not slow", "tests")):
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *selection]
     p = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=1800,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     tail = [ln for ln in p.stdout.strip().splitlines() if ln.strip()]
@@ -159,6 +168,7 @@ def run_checks(a, work) -> bool:
         step("pip install -e . keeps torch", check_editable_install, ctx)
         if not a.skip_tests:
             step("tests (not slow)", check_tests, ctx)
+            step("fairseq fixes, command line", check_tests, ctx, FIXES_THROUGH_THE_COMMAND_LINE)
     with open(a.out, "w") as f:
         json.dump(results, f, indent=1)
     return all(c["ok"] for c in results["checks"])

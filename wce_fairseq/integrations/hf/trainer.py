@@ -12,40 +12,24 @@ together with the output projection.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
-
-from ...ops.bonus import DEFAULT_LOG_END, ELConfigError
-from ...schedule import DEFAULT_EXP_RATIO, DEFAULT_UNIT
+from ...ops.bonus import ELConfigError
 from .loss import EncouragingLossFunc, encouraging_loss_func
 
 
-def use_encouraging_loss(
-    trainer,
-    *,
-    label_smoothing: float = 0.0,
-    log_end: float = DEFAULT_LOG_END,
-    bonus: str = "log",
-    bonus_weight: float = 1.0,
-    bonus_gamma: Optional[float] = None,
-    bonus_start: float = 0.0,
-    bonus_smoothing: Optional[float] = None,
-    bonus_schedule: str = "constant",
-    bonus_schedule_unit: str = DEFAULT_UNIT,
-    bonus_schedule_length: Optional[float] = None,
-    bonus_schedule_exp_ratio: float = DEFAULT_EXP_RATIO,
-    impl: str = "auto",
-    shift_labels: Optional[bool] = None,
-    fuse_projection: bool = False,
-) -> EncouragingLossFunc:
+def use_encouraging_loss(trainer, *, fuse_projection: bool = False, **options) -> EncouragingLossFunc:
     """Train ``trainer`` with the encouraging loss; returns the loss function
     (its ``diagnostics()`` and ``bonus_weight_now`` are there to read).
 
-    ``shift_labels``: None decides from the model (causal LM: the label at
-    position i + 1 is scored at position i; encoder-decoder: not shifted).
-    ``fuse_projection``: compute the output projection and the loss together,
-    chunk by chunk, so the N x V logits never exist in training
-    (integrations/hf/fused.py; models it cannot reproduce are refused here).
-    Every other option is the criterion's. Bad values and arguments the loss
+    ``options`` are :func:`~wce_fairseq.integrations.hf.encouraging_loss_func`'s:
+    the criterion's (``label_smoothing``, ``log_end``, ``bonus``,
+    ``bonus_weight``, ``bonus_gamma``, ``bonus_start``, ``bonus_smoothing``,
+    ``bonus_schedule``, ``bonus_schedule_unit``, ``bonus_schedule_length``,
+    ``bonus_schedule_exp_ratio``, ``impl``) and ``shift_labels`` (None: from
+    the model; a causal LM's label at position i + 1 is scored at position i,
+    an encoder-decoder's are not shifted). ``fuse_projection``: compute the
+    output projection and the loss together, chunk by chunk, so the N x V
+    logits never exist in training (integrations/hf/fused.py; models it
+    cannot reproduce are refused here). Bad values and arguments the loss
     cannot work with raise ``ELConfigError`` here, before training."""
     from .callback import check_arguments
 
@@ -53,12 +37,7 @@ def use_encouraging_loss(
     if getattr(trainer, "compute_loss_func", None) is not None:
         raise ELConfigError(f"{type(trainer).__name__} already has a compute_loss_func "
                             f"({trainer.compute_loss_func!r}): use_encouraging_loss would replace it")
-    fn = encouraging_loss_func(
-        label_smoothing=label_smoothing, log_end=log_end, bonus=bonus, bonus_weight=bonus_weight,
-        bonus_gamma=bonus_gamma, bonus_start=bonus_start, bonus_smoothing=bonus_smoothing,
-        bonus_schedule=bonus_schedule, bonus_schedule_unit=bonus_schedule_unit,
-        bonus_schedule_length=bonus_schedule_length, bonus_schedule_exp_ratio=bonus_schedule_exp_ratio, impl=impl,
-        shift_labels=shift_labels)
+    fn = encouraging_loss_func(**options)
     fn.bind_model(trainer.model)
     projection = None
     if fuse_projection:
