@@ -87,13 +87,13 @@ def main(path):
         entry = {"own": [r["loss"] for r in own], "ours": [r["loss"] for r in ours],
                  "param_diff": max_diff(p_own, p_ours), "ours_params": {k: v.tolist() for k, v in p_ours.items()},
                  "diagnostics": diag[0]}
-        if kind in ("llama", "marian"):  # the fused projection against the logits, bonus and smoothing on
-            opts = dict(label_smoothing=0.1, log_end=0.75)
-            plain, p_plain = run(kind, os.path.join(tmp, kind, "plain"), **opts)
-            fused, p_fused = run(kind, os.path.join(tmp, kind, "fused"), fuse_projection=True, **opts)
-            entry.update(plain=[r["loss"] for r in plain], fused=[r["loss"] for r in fused],
-                         fused_param_diff=max_diff(p_plain, p_fused),
-                         fused_param_scale=max(float(v.abs().max()) for v in p_plain.values()))
+        # the fused projection against the logits, bonus and smoothing on
+        opts = dict(label_smoothing=0.1, log_end=0.75)
+        plain, p_plain = run(kind, os.path.join(tmp, kind, "plain"), **opts)
+        fused, p_fused = run(kind, os.path.join(tmp, kind, "fused"), fuse_projection=True, **opts)
+        entry.update(plain=[r["loss"] for r in plain], fused=[r["loss"] for r in fused],
+                     fused_param_diff=max_diff(p_plain, p_fused),
+                     fused_param_scale=max(float(v.abs().max()) for v in p_plain.values()))
         seen["shapes"][kind] = entry
     for kind in ("llama", "marian"):
         plain, fused = fsdp_grads(kind, fused=False), fsdp_grads(kind, fused=True)

@@ -125,7 +125,8 @@ class EncouragingLossFunction(torch.autograd.Function):
         targets = prepare_targets(target, z.shape[1], ignore_index)
         fwd = kernel_forward(kernel, z, targets, spec, reduction, want_stats, ctx.needs_input_grad[0], options)
         ctx.kernel, ctx.spec, ctx.options, ctx.reduction = kernel, spec, options, reduction
-        ctx.z, ctx.targets, ctx.fwd = z, targets, fwd
+        # what backward needs, not the outputs (a ctx holding its own outputs would be a reference cycle)
+        ctx.z, ctx.targets, ctx.fwd = z, targets, fwd._replace(loss=None, nll=None, bonus=None, stats=None)
         ctx.mark_non_differentiable(fwd.nll, fwd.bonus, fwd.stats)
         return fwd.loss, fwd.nll, fwd.bonus, fwd.stats
 

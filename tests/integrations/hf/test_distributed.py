@@ -64,7 +64,7 @@ def test_diagnostics_are_global_means(two_processes, kind, tmp_path):
         assert two[key] == pytest.approx(one[key], abs=1.01e-4), key  # both logged to 4 decimals
 
 
-@pytest.mark.parametrize("kind", ["llama", "marian"])
+@pytest.mark.parametrize("kind", H.SHAPES)
 def test_fused_projection_equals_the_logits_under_ddp(two_processes, kind):
     seen = two_processes["shapes"][kind]
     assert seen["fused"] == pytest.approx(seen["plain"], rel=1e-5)

@@ -51,29 +51,36 @@ def test_fused_equals_the_logits_path(kind, tmp_path):
     assert plain[3] == [9] and fused[3] == [0]  # no logit positions come out of the fused forward
 
 
-def test_fused_with_gradient_checkpointing(tmp_path):
+@pytest.mark.parametrize("kind", H.SHAPES)
+def test_fused_with_gradient_checkpointing(kind, tmp_path):
     runs = []
     for fuse in (False, True):
-        m = H.model("llama")
+        m = H.model(kind)
         m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        runs.append(_step("llama", tmp_path / str(fuse), fuse, m=m))
+        runs.append(_step(kind, tmp_path / str(fuse), fuse, m=m))
     _assert_same(*runs)
 
 
-def test_fused_with_lora(tmp_path):
-    """peft LoRA on the attention projections (lm_head frozen): the LoRA
-    parameters' gradients equal the logits path's."""
+# the attention projections LoRA adapts, by model shape
+LORA_TARGETS = {"llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "gpt2": ["c_attn"],
+                "marian": ["q_proj", "v_proj"], "t5": ["q", "v"]}
+
+
+@pytest.mark.parametrize("kind", H.SHAPES)
+def test_fused_with_lora(kind, tmp_path):
+    """peft LoRA on the attention projections (the output embedding frozen):
+    the LoRA parameters' gradients equal the logits path's."""
     peft = pytest.importorskip("peft")
     runs = []
     for fuse in (False, True):
-        m = peft.get_peft_model(H.model("llama"), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                                  lora_dropout=0.0, init_lora_weights=False))
-        runs.append(_step("llama", tmp_path / str(fuse), fuse, m=m))
+        m = peft.get_peft_model(H.model(kind), peft.LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS[kind],
+                                                               lora_dropout=0.0, init_lora_weights=False))
+        runs.append(_step(kind, tmp_path / str(fuse), fuse, m=m))
     assert runs[0][2] and all("lora_" in k for k in runs[0][2])
     _assert_same(*runs)
 
 
-@pytest.mark.parametrize("kind", ["llama", "marian"])
+@pytest.mark.parametrize("kind", H.SHAPES)
 def test_fused_training_with_gradient_accumulation_and_bf16_autocast(kind, tmp_path):
     """Two updates of 2 x 4 accumulated, fp32 and under bf16 autocast: the
     same logged losses and parameters as the logits path (bf16: within the
