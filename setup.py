@@ -2,9 +2,9 @@ from setuptools import find_packages, setup
 
 setup(
     name="wce_fairseq",
-    version="0.1.0",
+    version="0.2.0",
     license="MIT",
-    description="Encouraging loss (Zhao et al., AAAI 2022) for fairseq: criterion, task, fast kernels",
+    description="Encouraging loss (Zhao et al., AAAI 2022) for fairseq, Hugging Face and TRL: criterion, task, trainer integration, compiled operators, fast kernels",
     # the plugin (what --user-dir loads) and, beside it, the recipes' data preparation
     packages=find_packages(include=["wce_fairseq", "wce_fairseq.*", "wce_fairseq_recipes"]),
     python_requires=">=3.8",

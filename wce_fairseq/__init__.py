@@ -14,7 +14,7 @@ plugin, say), and ``import wce_fairseq.functional`` alone never loads fairseq.
 import importlib.abc
 import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def register():
