@@ -4,7 +4,8 @@ setup(
     name="wce_fairseq",
     version="0.2.0",
     license="MIT",
-    description="Encouraging loss (Zhao et al., AAAI 2022) for fairseq, Hugging Face and TRL: criterion, task, trainer integration, compiled operators, fast kernels",
+    description=("Encouraging loss (Zhao et al., AAAI 2022) for fairseq, Hugging Face and TRL: criterion, task, "
+                 "trainer integration, compiled operators, fast kernels"),
     # the plugin (what --user-dir loads) and, beside it, the recipes' data preparation
     packages=find_packages(include=["wce_fairseq", "wce_fairseq.*", "wce_fairseq_recipes"]),
     python_requires=">=3.8",
