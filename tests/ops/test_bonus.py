@@ -6,6 +6,7 @@ import torch
 
 from tests.helpers.data import make_inputs
 from tests.helpers.reference import el_reference
+from wce_fairseq.ops.bonus import BonusSpec, ELConfigError
 
 
 def test_gradient_formula_of_spec():
@@ -37,3 +38,27 @@ def test_bonus_curve_is_continuous_and_tangent():
         assert abs(b[2]) < 1e-12 and abs(b[3]) < 1e-12
         assert float(spec.curve(torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.0]))[0]) == pytest.approx(
             math.log(1 - le) - 1.0 - math.log(0.9))  # B(1) - B(s), tangent reaches p = 1
+
+
+@pytest.mark.parametrize("flag, kw", [("--bonus-gamma", dict(bonus_gamma=2.0)),
+                                      ("--log-end", dict(bonus="cos", log_end=0.75)),
+                                      ("--bonus-start", dict(bonus="none", bonus_start=0.5))])
+def test_an_option_without_effect_names_its_flag_and_field(flag, kw):
+    with pytest.raises(ELConfigError) as e:
+        BonusSpec(**kw)
+    field = flag[2:].replace("-", "_")
+    assert str(e.value).startswith(f"{flag} ({field}) applies only with ")
+
+
+@pytest.mark.parametrize("log_end, start", [(0.5, 0.7), (0.75, 0.9), (1.0, 0.999995)])
+def test_a_start_on_the_tangent_or_in_the_clamp(log_end, start):
+    """The start shift B(p) − B(s) with s past LE (on the tangent), and in the
+    LE = 1 clamp (1 − s < 1e-5): continuous at s, equal to the float64
+    reference's whole curve shifted."""
+    from tests.helpers.reference import bonus_value
+
+    spec = BonusSpec(log_end=log_end, bonus_start=start)
+    p = torch.tensor([start, (start + 1) / 2, 1.0 - 1e-7], dtype=torch.float64)
+    b, _ = spec.curve(p, 1 - p)
+    torch.testing.assert_close(b, bonus_value(p, "log", log_end, None, start), rtol=1e-12, atol=1e-12)
+    assert float(b[0]) == 0.0

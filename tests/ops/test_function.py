@@ -10,7 +10,7 @@ import torch
 from tests.helpers import impls
 from tests.helpers.data import SPEC_IDS, SPECS, confident_rows
 from tests.helpers.sync_counter import SyncCounter
-from wce_fairseq.functional import encouraging_loss_parts
+from wce_fairseq.functional import encouraging_loss_parts, self_check
 from wce_fairseq.ops.targets import raise_target_errors
 
 
@@ -22,6 +22,7 @@ def test_no_host_sync_in_forward_and_backward(monkeypatch, impl, spec, dtype, re
     z, t = confident_rows(N=24, pad_every=5)
     x = z.to(dtype).requires_grad_(True)
     raise_target_errors(wait=True)
+    assert self_check(impl, "cpu") is None  # its one-off start-up check is not part of the loss
     counter = SyncCounter(monkeypatch)
     res = encouraging_loss_parts(x, t, spec, reduction=reduction, impl=impl, want_stats=True, sync_free=True,
                                  chunk_rows=5)
@@ -34,3 +35,20 @@ def test_no_host_sync_in_forward_and_backward(monkeypatch, impl, spec, dtype, re
     want.loss.sum().backward()
     torch.testing.assert_close(res.loss, want.loss)
     torch.testing.assert_close(x.grad, y.grad)
+
+
+@pytest.mark.parametrize("impl", impls.FUSED)
+def test_device_path_with_two_classes(impl):
+    """V = 2 on the device code path (the best other logit from the top two)."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(12, 2, generator=g) * 4
+    t = torch.randint(0, 2, (12,), generator=g)
+    t[::5] = -100
+    results = []
+    for sync_free in (True, False):
+        x = z.clone().requires_grad_(True)
+        res = encouraging_loss_parts(x, t, SPECS[0], reduction="sum", impl=impl, want_stats=True, sync_free=sync_free)
+        res.loss.backward()
+        results.append((res.loss.detach(), res.stats.vector(), x.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)

@@ -49,7 +49,8 @@ def test_an_undecided_shift_is_refused_at_the_first_call():
     from wce_fairseq.integrations.hf import encouraging_loss_func
 
     fn = encouraging_loss_func()
-    with pytest.raises(ELConfigError, match="use_encouraging_loss|shift_labels=True or False"):
+    with pytest.raises(ELConfigError, match=r"^the encouraging loss does not know whether to shift the labels "
+                                            r"\(causal LM: yes; encoder-decoder: no\)"):
         fn({"logits": torch.randn(2, 3, 11)}, torch.tensor([[1, 2, -100], [3, 4, 5]]))
 
 
@@ -143,7 +144,7 @@ def test_the_shift_is_decided_from_the_model_s_config():
 
     assert shift_for(SimpleNamespace(config=SimpleNamespace())) is True  # no is_encoder_decoder: a causal LM
     assert shift_for(SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=True))) is False
-    with pytest.raises(ELConfigError, match="no config"):
+    with pytest.raises(ELConfigError, match="^cannot tell whether SimpleNamespace is a causal LM"):
         shift_for(SimpleNamespace())
 
 
@@ -241,6 +242,10 @@ def test_diagnostics_are_token_weighted_means_of_every_call_since_the_last_read(
     assert fn.diagnostics() == {}
     fn({"logits": _confident(batches[1]).float()}, torch.full((1, 4), -100))
     assert fn.diagnostics() == {}
+    # one token; read without a reset, twice
+    fn({"logits": _confident(batches[1]).float()}, batches[1])
+    once = fn.diagnostics(reset=False)
+    assert once and fn.diagnostics(reset=False) == once == fn.diagnostics() and fn.diagnostics() == {}
 
 
 def test_progress_and_the_schedule_s_length():

@@ -143,7 +143,7 @@ class EncouragingLossFunc:
         return self._current.bonus_weight
 
     # -- diagnostics ----------------------------------------------------------------------
-    def take_sums(self, kind: str = "train") -> Optional[torch.Tensor]:
+    def take_sums(self, kind: str) -> Optional[torch.Tensor]:
         """The sums (``SUM_NAMES``) since the last call, and a fresh start."""
         sums, self._sums[kind] = self._sums[kind], None
         return sums
