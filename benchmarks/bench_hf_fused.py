@@ -4,15 +4,18 @@ encouraging loss on the logits (``use_encouraging_loss``), (c) the same with
 ``fuse_projection=True`` (the N x V logits never whole).
 
 The model is Llama-shaped, built from a config (hidden 1024, 2 layers, 16
-heads, untied output embedding), fp32 on the CPU, SGD; a batch of 4 x 512
+heads, an output embedding of its own as in Llama 3 8B, or with ``--tied``
+the input embedding's as in Llama 3.2 1B and Gemma), fp32 on the CPU, SGD; a batch of 4 x 512
 tokens, the first 64 of each sequence a prompt (labels -100). Each
 (variant, V) runs in its own process: one warm-up step, then ``--repeats``
 steps; "extra peak" is the process's peak RSS over those steps minus its RSS
 before them (so it holds everything a step allocates: activations, logits,
-the loss's buffers, the gradients), and the time is the median step.
+the loss's buffers, the gradients), and the time is the median step. The
+"V x hidden grads" column is the floor no loss can go below: the gradients of
+the V x hidden embedding matrices (one when tied, two when not).
 
     python benchmarks/bench_hf_fused.py                       # V = 128256 and 256000
-    python benchmarks/bench_hf_fused.py --vocab 128256 --repeats 3 --batch 4 --length 512
+    python benchmarks/bench_hf_fused.py --vocab 128256 --tied
 """
 import argparse
 import json
@@ -38,7 +41,7 @@ def child(spec):
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(vocab_size=spec["vocab"], hidden_size=spec["hidden"], intermediate_size=4 * spec["hidden"],
                                    num_hidden_layers=spec["layers"], num_attention_heads=16, num_key_value_heads=16,
-                                   max_position_embeddings=spec["length"], tie_word_embeddings=False)
+                                   max_position_embeddings=spec["length"], tie_word_embeddings=spec["tied"])
     model = transformers.LlamaForCausalLM(cfg)
     args = transformers.TrainingArguments(output_dir=spec["out"], report_to=[], use_cpu=True, optim="sgd",
                                           learning_rate=1e-4, per_device_train_batch_size=spec["batch"],
@@ -82,8 +85,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--length", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tied", action="store_true", help="tie the output embedding to the input one")
     ap.add_argument("--csv", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                                  "hf_fused_bench.csv"))
+                                                  "hf_fused_bench.csv"))  # with --tied: hf_fused_bench_tied.csv
     a = ap.parse_args(argv)
     rows = []
     import tempfile
@@ -91,7 +95,7 @@ def main(argv=None):
     for vocab in (int(v) for v in a.vocab.split(",")):
         for variant in VARIANTS:
             spec = dict(variant=variant, vocab=vocab, hidden=a.hidden, layers=a.layers, batch=a.batch,
-                        length=a.length, repeats=a.repeats, out=tempfile.mkdtemp(prefix="bench_hf_fused."))
+                        length=a.length, repeats=a.repeats, tied=a.tied, out=tempfile.mkdtemp(prefix="bench_hf_fused."))
             print(f"[bench_hf_fused] V = {vocab}: {LABEL[variant]} ...", flush=True)
             p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
             if p.returncode != 0:
@@ -103,10 +107,12 @@ def main(argv=None):
     import torch
 
     logits_gib = a.batch * a.length * 4 / 2**30
-    print(f"\none training step, Llama-shaped (hidden {a.hidden}, {a.layers} layers, untied), {a.batch} x {a.length} "
-          f"tokens, fp32 on the CPU ({os.cpu_count()} cores), SGD; torch {torch.__version__}; median of {a.repeats}")
-    print("| V | variant | step s | x (b) | extra peak GiB | x (a) | logits GiB |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    tie = "tied" if a.tied else "untied"
+    print(f"\none training step, Llama-shaped (hidden {a.hidden}, {a.layers} layers, {tie} embeddings), "
+          f"{a.batch} x {a.length} tokens, fp32 on the CPU ({os.cpu_count()} cores), SGD; torch {torch.__version__}; "
+          f"median of {a.repeats}")
+    print("| V | variant | step s | x (b) | extra peak GiB | x (a) | logits GiB | V x hidden grads GiB |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for vocab in sorted({r["vocab"] for r in rows}):
         by = {r["variant"]: r for r in rows if r["vocab"] == vocab}
         for v in VARIANTS:
@@ -114,9 +120,11 @@ def main(argv=None):
             r["time_x_logits"] = r["time_s"] / by["logits"]["time_s"]
             r["mem_x_own"] = r["extra_bytes"] / by["own"]["extra_bytes"]
             print(f"| {vocab} | {LABEL[v]} | {r['time_s']:.2f} | {r['time_x_logits']:.2f} | "
-                  f"{r['extra_bytes'] / 2**30:.2f} | {r['mem_x_own']:.2f} | {logits_gib * vocab:.2f} |")
+                  f"{r['extra_bytes'] / 2**30:.2f} | {r['mem_x_own']:.2f} | {logits_gib * vocab:.2f} | "
+                  f"{(1 if a.tied else 2) * vocab * a.hidden * 4 / 2**30:.2f} |")
+            r["tied"] = a.tied
     if a.csv:
-        write_csv(rows, a.csv)
+        write_csv(rows, a.csv.replace(".csv", "_tied.csv") if a.tied else a.csv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """tools/score.py: tokenised BLEU as fairseq's scorer computes it, sacreBLEU and chrF as its command line does."""
 import json
+import re
+import shutil
 import subprocess
 
 import pytest
@@ -59,9 +61,10 @@ def test_detok_scores_match_sacrebleu_cli(tmp_path):
 
 @pytest.mark.slow
 def test_refuses_a_test_set_translated_in_part(tmp_path, toy_data):
-    """fairseq-generate drops the last batch when it is smaller than
-    --required-batch-size-multiple: score refuses the output, naming the fix,
-    instead of scoring fewer sentences."""
+    """A fairseq-generate output that misses sentences (the ve-fairseq fork
+    drops the last batch when it is smaller than --required-batch-size-multiple)
+    is refused, naming the fix, instead of scored on fewer sentences; the
+    whole output is scored."""
     pytest.importorskip("fairseq")
     from tests.helpers.cli import PLUGIN, run, train
 
@@ -70,11 +73,21 @@ def test_refuses_a_test_set_translated_in_part(tmp_path, toy_data):
     gen = [tool("fairseq-generate"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging", "--path",
            str(tmp_path / "ck" / "checkpoint_last.pt"), "--beam", "1", "--cpu", "--remove-bpe", "sentencepiece",
            "--batch-size", "3"]
-    (tmp_path / "part.txt").write_text(run(gen).stdout)
     score = [tool("python"), "-m", "wce_fairseq.tools.score", "generate", "--bin", data, "--out", str(tmp_path / "s")]
-    refused = run([*score, "--gen", str(tmp_path / "part.txt")], check=False)
-    assert refused.returncode != 0 and "translates 39 of the 40" in refused.stderr
-    assert "--required-batch-size-multiple 1" in refused.stderr and not (tmp_path / "s").exists()
-    (tmp_path / "all.txt").write_text(run([*gen, "--required-batch-size-multiple", "1"]).stdout)
+    whole = run([*gen, "--required-batch-size-multiple", "1"]).stdout
+    assert len(re.findall(r"^H-\d+\t", whole, flags=re.M)) == 40
+    # one sentence's lines taken out by hand, and fairseq's own default batching
+    (tmp_path / "cut.txt").write_text("".join(ln for ln in whole.splitlines(True) if not re.match(r"^[STHDP]-7\t", ln)))
+    default = run(gen).stdout
+    (tmp_path / "default.txt").write_text(default)
+    for name, n in (("cut.txt", 39), ("default.txt", len(re.findall(r"^H-\d+\t", default, flags=re.M)))):
+        result = run([*score, "--gen", str(tmp_path / name)], check=False)
+        if n == 40:  # the upstream 0.12.2 keeps the last batch
+            assert result.returncode == 0, result.stderr
+            shutil.rmtree(tmp_path / "s")
+            continue
+        assert result.returncode != 0 and f"translates {n} of the 40" in result.stderr, (name, result.stderr)
+        assert "--required-batch-size-multiple 1" in result.stderr and not (tmp_path / "s").exists()
+    (tmp_path / "all.txt").write_text(whole)
     ok = run([*score, "--gen", str(tmp_path / "all.txt")])
     assert "sacreBLEU" in ok.stdout and json.loads((tmp_path / "s" / "scores.json").read_text())["subset"] == "test"

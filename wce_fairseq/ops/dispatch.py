@@ -17,6 +17,7 @@ import torch
 
 from .bonus import BonusSpec, ELConfigError
 from .common import ELResult, check_inputs
+from .compat import HAS_LOSS_OPERATORS, assume_constant_result, is_compiling
 from .targets import check_target_range
 from .function import ImplOptions, el_forward
 from .reference import reference_forward
@@ -144,7 +145,7 @@ def run_impl(name: str, logits, target, spec: BonusSpec, ignore_index: int, redu
     """The loss through the concrete implementation ``name`` (no resolution):
     eagerly, or through its ``torch.library`` operators where a graph is
     being compiled (ops/library.py)."""
-    if torch.compiler.is_compiling():
+    if is_compiling() and HAS_LOSS_OPERATORS:
         from .library import graph_forward
 
         return graph_forward(name, logits, target, spec, ignore_index, reduction, want_stats, options)
@@ -153,7 +154,7 @@ def run_impl(name: str, logits, target, spec: BonusSpec, ignore_index: int, redu
     return el_forward(kernel(name), logits, target, spec, ignore_index, reduction, want_stats, options)
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def _resolved_while_compiling(impl: str, device: torch.device) -> str:
     return resolve_impl(impl, device)
 
@@ -166,7 +167,7 @@ def compute(logits, target, spec: BonusSpec, *, ignore_index: int = -100, reduct
     operator of the graph when it runs."""
     options = ImplOptions(**impl_options).for_tensor(logits)
     check_inputs(logits, target, reduction)
-    if torch.compiler.is_compiling():
+    if is_compiling():
         name = _resolved_while_compiling(impl, logits.device)
     else:
         name = resolve_impl(impl, logits.device)

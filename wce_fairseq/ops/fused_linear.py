@@ -19,6 +19,7 @@ import torch
 
 from .bonus import BonusSpec
 from .common import LOW_PRECISION, Diagnostics, ELResult, add_diagnostics, grad_scale, prepare_targets, reduce_tokens
+from .compat import autocast_dtype, compiler_disable
 from .dispatch import kernel, resolve_impl
 from .function import ImplOptions
 from .targets import check_target_range
@@ -36,9 +37,9 @@ def _logits_dtype(h, weight):
     fp32: the autocast dtype under autocast (as ``nn.Linear`` would), fp16/bf16
     for such inputs on a GPU (tensor cores, fp32 accumulation); else None:
     fp32."""
-    dev = h.device.type
-    if torch.is_autocast_enabled(dev):
-        return torch.get_autocast_dtype(dev)
+    autocast = autocast_dtype(h.device.type)
+    if autocast is not None:
+        return autocast
     if h.is_cuda and h.dtype in LOW_PRECISION and weight.dtype == h.dtype:
         return h.dtype
     return None
@@ -100,7 +101,7 @@ class FusedLinearEncouragingLoss(torch.autograd.Function):
         return grads[0], grads[1], grads[2], None, None, None, None, None, None, None, None
 
 
-@torch.compiler.disable  # a chunk loop: inside a compiled model it runs eagerly, between two graphs
+@compiler_disable  # a chunk loop: inside a compiled model it runs eagerly, between two graphs
 def fused_linear_encouraging_loss(
     hidden, weight, bias, target, spec: BonusSpec, *, ignore_index=-100, reduction="sum", want_stats=False,
     chunk_rows=None, impl="auto", sync_free=None,

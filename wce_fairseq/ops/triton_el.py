@@ -24,11 +24,10 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
 
-from . import library
 from .bonus import BonusSpec
 from .common import KernelForward, RowState, Targets, diagnostics, weights
+from .compat import HAS_LOSS_OPERATORS
 from .triton_config import AUTOTUNE_CANDIDATES, COMPILE_OPTIONS, autotune_enabled, launch_config
 
 # BONUS constexpr: the shape of B, or none where the bonus is inactive
@@ -310,6 +309,14 @@ def launch_backward(*, z, grad, targets: Targets, spec: BonusSpec, rows: RowStat
 KERNELS = {"forward": el_forward_kernel, "backward": el_backward_kernel}
 _AUTOTUNED: dict = {}
 
+if HAS_LOSS_OPERATORS:
+    from torch.library import triton_op, wrap_triton
+
+    from . import library
+else:  # a torch without the loss's operators launches kernels directly
+    def wrap_triton(kernel):
+        return kernel
+
 
 def _launch(kind: str, z, args: dict) -> None:
     """One launch, through ``wrap_triton``: inside ``triton_forward`` and
@@ -367,58 +374,56 @@ class TritonKernel:
 
 
 # -- the operators (ops/library.py) ----------------------------------------------------------
-_FORWARD_OUTPUTS = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                         torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+if HAS_LOSS_OPERATORS:
+    _FORWARD_OUTPUTS = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                             torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+    @triton_op(f"{library.NAMESPACE}::triton_forward", mutates_args=())
+    def triton_forward(z: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, label_smoothing: float,
+                       log_end: float, bonus: str, bonus_weight: float, bonus_gamma: Optional[float],
+                       bonus_start: float, bonus_smoothing: Optional[float], reduction: str, want_stats: bool,
+                       need_grad: bool, sync_free: bool, chunk_rows: Optional[int]) -> _FORWARD_OUTPUTS:
+        return library.forward_body(TritonKernel, z, safe, valid, (label_smoothing, log_end, bonus, bonus_weight,
+                                                                    bonus_gamma, bonus_start, bonus_smoothing),
+                                    reduction, want_stats, need_grad, sync_free, chunk_rows)
+
+    @triton_op(f"{library.NAMESPACE}::triton_backward", mutates_args=())
+    def triton_backward(z: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, row_max: torch.Tensor,
+                        inv_sum: torch.Tensor, coef: torch.Tensor, grad_target: torch.Tensor,
+                        grad_argmax: torch.Tensor, argmax_col: torch.Tensor, row_scale: torch.Tensor,
+                        label_smoothing: float, log_end: float, bonus: str, bonus_weight: float,
+                        bonus_gamma: Optional[float], bonus_start: float, bonus_smoothing: Optional[float],
+                        sync_free: bool, chunk_rows: Optional[int]) -> torch.Tensor:
+        return library.backward_body(TritonKernel, z, safe, valid,
+                                     (row_max, inv_sum, coef, grad_target, grad_argmax, argmax_col), row_scale,
+                                     (label_smoothing, log_end, bonus, bonus_weight, bonus_gamma, bonus_start,
+                                      bonus_smoothing), sync_free, chunk_rows)
+
+    library.register_loss_autograd(triton_forward, triton_backward, TritonKernel)
+
+    def _keep_opaque_where_interpreted() -> None:
+        """Triton's CPU interpreter (the tests on a machine without a GPU) runs a
+        kernel on real data only: traced for a graph, the two operators stay whole
+        there (a fake implementation gives their shapes, and AOTAutograd keeps
+        them undecomposed), as the chunked ones do. On a GPU, Inductor decomposes
+        them into their kernels."""
+        from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+        def whole(mode, op, types, args, kwargs):
+            return mode.__torch_dispatch__(op, types, args, kwargs)
+
+        @triton_forward.register_fake
+        def _(z, safe, valid, label_smoothing, log_end, bonus, bonus_weight, bonus_gamma, bonus_start,
+              bonus_smoothing, reduction, want_stats, need_grad, sync_free, chunk_rows):
+            return library.forward_fake(TritonKernel, z, reduction, want_stats, need_grad, sync_free)
+
+        @triton_backward.register_fake
+        def _(z, *args):
+            return torch.empty_like(z)
+
+        for op in (triton_forward, triton_backward):
+            op.register_torch_dispatch(FunctionalTensorMode, whole)
 
 
-@triton_op(f"{library.NAMESPACE}::triton_forward", mutates_args=())
-def triton_forward(z: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, label_smoothing: float, log_end: float,
-                   bonus: str, bonus_weight: float, bonus_gamma: Optional[float], bonus_start: float,
-                   bonus_smoothing: Optional[float], reduction: str, want_stats: bool, need_grad: bool,
-                   sync_free: bool, chunk_rows: Optional[int]) -> _FORWARD_OUTPUTS:
-    return library.forward_body(TritonKernel, z, safe, valid, (label_smoothing, log_end, bonus, bonus_weight,
-                                                                bonus_gamma, bonus_start, bonus_smoothing),
-                                reduction, want_stats, need_grad, sync_free, chunk_rows)
-
-
-@triton_op(f"{library.NAMESPACE}::triton_backward", mutates_args=())
-def triton_backward(z: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, row_max: torch.Tensor,
-                    inv_sum: torch.Tensor, coef: torch.Tensor, grad_target: torch.Tensor, grad_argmax: torch.Tensor,
-                    argmax_col: torch.Tensor, row_scale: torch.Tensor, label_smoothing: float, log_end: float,
-                    bonus: str, bonus_weight: float, bonus_gamma: Optional[float], bonus_start: float,
-                    bonus_smoothing: Optional[float], sync_free: bool, chunk_rows: Optional[int]) -> torch.Tensor:
-    return library.backward_body(TritonKernel, z, safe, valid,
-                                 (row_max, inv_sum, coef, grad_target, grad_argmax, argmax_col), row_scale,
-                                 (label_smoothing, log_end, bonus, bonus_weight, bonus_gamma, bonus_start,
-                                  bonus_smoothing), sync_free, chunk_rows)
-
-
-library.register_loss_autograd(triton_forward, triton_backward, TritonKernel)
-
-
-def _keep_opaque_where_interpreted() -> None:
-    """Triton's CPU interpreter (the tests on a machine without a GPU) runs a
-    kernel on real data only: traced for a graph, the two operators stay whole
-    there (a fake implementation gives their shapes, and AOTAutograd keeps
-    them undecomposed), as the chunked ones do. On a GPU, Inductor decomposes
-    them into their kernels."""
-    from torch._subclasses.functional_tensor import FunctionalTensorMode
-
-    def whole(mode, op, types, args, kwargs):
-        return mode.__torch_dispatch__(op, types, args, kwargs)
-
-    @triton_forward.register_fake
-    def _(z, safe, valid, label_smoothing, log_end, bonus, bonus_weight, bonus_gamma, bonus_start, bonus_smoothing,
-          reduction, want_stats, need_grad, sync_free, chunk_rows):
-        return library.forward_fake(TritonKernel, z, reduction, want_stats, need_grad, sync_free)
-
-    @triton_backward.register_fake
-    def _(z, *args):
-        return torch.empty_like(z)
-
-    for op in (triton_forward, triton_backward):
-        op.register_torch_dispatch(FunctionalTensorMode, whole)
-
-
-if os.environ.get("TRITON_INTERPRET") == "1":
+if HAS_LOSS_OPERATORS and os.environ.get("TRITON_INTERPRET") == "1":
     _keep_opaque_where_interpreted()
