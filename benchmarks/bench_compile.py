@@ -2,8 +2,9 @@
 forward + backward from logits as the criterion calls it (``reduction="sum"``,
 diagnostics on and read back, padding ignored), and one training step of a
 tiny Transformer language model whose forward and loss are compiled as one
-function, with the encouraging loss and, for comparison, ``F.cross_entropy``. Times are medians after the first call; the first compiled call's
-time (Dynamo, AOTAutograd and Inductor) is reported on its own.
+function, with the encouraging loss and, for comparison, ``F.cross_entropy``.
+Times are medians after the first call; the first compiled call's time
+(Dynamo, AOTAutograd and Inductor) is reported on its own.
 
     python benchmarks/bench_compile.py                          # the README's sizes, realistic logits
     python benchmarks/bench_compile.py --sizes 4096x16000 --repeats 9 --backend inductor

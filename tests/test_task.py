@@ -6,7 +6,8 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from tests.helpers.cli import json_records, load_checkpoint, max_diff, optimizer_tensors, same_record, train  # noqa: E402
+from tests.helpers.cli import (at_once, in_background, json_records, load_checkpoint, max_diff,  # noqa: E402
+                               optimizer_tensors, same_record, train)
 
 pytestmark = pytest.mark.slow
 
@@ -18,14 +19,16 @@ def data(toy_data):
 
 @pytest.fixture(scope="module")
 def uninterrupted(data, tmp_path_factory):
-    """``uninterrupted(schedule)``: four epochs without a stop, (output, save
-    dir); one run per schedule, shared by the resumed runs it is compared with."""
+    """``uninterrupted(schedule)``: four epochs without a stop, started in the
+    background (a future of (output, save dir)); one run per schedule, shared
+    by the resumed runs it is compared with."""
     runs = {}
 
     def get(schedule):
         if schedule not in runs:
             root = tmp_path_factory.mktemp(f"full-{schedule}")
-            runs[schedule] = (train(data, str(root), [*resume_opts(schedule), "--max-epoch", "4"]), root)
+            opts = [*resume_opts(schedule), "--max-epoch", "4"]
+            runs[schedule] = in_background(lambda: (train(data, str(root), opts), root))
         return runs[schedule]
 
     return get
@@ -75,9 +78,10 @@ def test_resume_is_exact(data, tmp_path, uninterrupted, schedule, stop):
     parameters and Adam state. Dropout stays on (0.1): fairseq reseeds it from
     the update count."""
     opts = resume_opts(schedule)
-    full, full_dir = uninterrupted(schedule)
+    full_run = uninterrupted(schedule)  # beside the two parts
     part1 = train(data, str(tmp_path / "part"), [*opts, *stop])
     part2 = train(data, str(tmp_path / "part"), [*opts, "--max-epoch", "4"])
+    full, full_dir = full_run.result()
     assert "Loaded checkpoint" in part2.stdout + part2.stderr  # it really resumed
     a = json_records(full.stdout)
     b = json_records(part1.stdout) + json_records(part2.stdout)
@@ -108,8 +112,8 @@ def test_task_trains_exactly_like_stock_translation(data, tmp_path):
     ``translation`` log the same lines and end with the same parameters."""
     crit = ("--criterion", "label_smoothed_cross_entropy")
     opts = ["--label-smoothing", "0.1", "--max-epoch", "3"]
-    stock = train(data, str(tmp_path / "stock"), opts, criterion=crit, task="translation")
-    ours = train(data, str(tmp_path / "ours"), opts, criterion=crit)
+    stock, ours = at_once(lambda: train(data, str(tmp_path / "stock"), opts, criterion=crit, task="translation"),
+                          lambda: train(data, str(tmp_path / "ours"), opts, criterion=crit))
     for ra, rb in zip(json_records(stock.stdout), json_records(ours.stdout), strict=True):
         same_record(ra, rb, "train")
     assert max_diff(load_checkpoint(tmp_path / "stock" / "checkpoint_last.pt")["model"],

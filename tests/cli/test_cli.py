@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from tests.helpers.cli import PLUGIN, json_records, run, tool, train  # noqa: E402
+from tests.helpers.cli import PLUGIN, at_once, json_records, run, tool, train  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -63,8 +63,9 @@ def _by_id(text, prefix):
 
 def test_weight_zero_training_log_equals_stock(data, tmp_path):
     common = ["--label-smoothing", "0.1", "--max-epoch", "2"]
-    stock = train(data, str(tmp_path / "a"), common, criterion=("--criterion", "label_smoothed_cross_entropy"))
-    ours = train(data, str(tmp_path / "b"), [*common, "--bonus-weight", "0"])
+    stock, ours = at_once(
+        lambda: train(data, str(tmp_path / "a"), common, criterion=("--criterion", "label_smoothed_cross_entropy")),
+        lambda: train(data, str(tmp_path / "b"), [*common, "--bonus-weight", "0"]))
     a, b = json_records(stock.stdout), json_records(ours.stdout)
     assert len(a) == len(b) == 2
     for ra, rb in zip(a, b):

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -39,11 +40,13 @@ def tool_env():
 _EXIT_ABORT = "terminate called without an active exception"
 
 
-def run(args, cwd=None, check=True, timeout=600):
-    p = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+def run(args, cwd=None, check=True, timeout=600, env=None):
+    """``args`` in a subprocess with the venv's tools (``env``: variables to add)."""
+    environ = {**tool_env(), **(env or {})}
+    p = subprocess.run(args, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
     if p.returncode == -6 and _EXIT_ABORT in p.stderr:
         print(f"[tests.helpers.cli] {os.path.basename(args[0])} aborted at exit ({_EXIT_ABORT!r}); running it once more")
-        p = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(args, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
@@ -58,6 +61,22 @@ def train_command(data, save_dir, extra=(), criterion=("--criterion", "encouragi
 def train(data, save_dir, extra=(), criterion=("--criterion", "encouraging_ce"), check=True, cwd=None,
           user_dir=PLUGIN, task="translation_encouraging"):
     return run(train_command(data, save_dir, extra, criterion, user_dir, task), check=check, cwd=cwd)
+
+
+def at_once(*calls):
+    """Independent calls (each a function of no argument, typically a
+    ``run``/``train`` of one single-threaded process) side by side on the
+    machine's cores; their results in order, the first failure raised."""
+    with ThreadPoolExecutor(max_workers=max(1, min(len(calls), os.cpu_count() or 1))) as ex:
+        return [f.result() for f in [ex.submit(c) for c in calls]]
+
+
+def in_background(call) -> Future:
+    """``call`` started on a thread of its own; ``.result()`` waits for it."""
+    ex = ThreadPoolExecutor(max_workers=1)
+    future = ex.submit(call)
+    ex.shutdown(wait=False)
+    return future
 
 
 def json_records(text, kind="train"):

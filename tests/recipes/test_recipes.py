@@ -67,8 +67,25 @@ def _check_scores(folder, case):
     return sc
 
 
+@pytest.fixture(scope="module")
+def pipelines(raw, tmp_path_factory):
+    """The three recipes' whole runs (each process single-threaded) side by
+    side on the machine's cores: recipe -> a future that raises what its
+    pipeline raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ex = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    runs = {r: ex.submit(_prepare_train_evaluate, r, raw, tmp_path_factory.mktemp(r)) for r in RECIPES}
+    yield runs
+    ex.shutdown(wait=True)
+
+
 @pytest.mark.parametrize("recipe", list(RECIPES))
-def test_recipe_prepare_train_evaluate(recipe, raw, tmp_path):
+def test_recipe_prepare_train_evaluate(recipe, pipelines):
+    pipelines[recipe].result()
+
+
+def _prepare_train_evaluate(recipe, raw, tmp_path):
     src, tgt = RECIPES[recipe]
     rdir = _raw_for(raw, src, tgt, str(tmp_path / "rawin"))
     if recipe == "iwslt17_fr_en":  # a second test set (tst2017 in the real recipe)
@@ -85,7 +102,7 @@ def test_recipe_prepare_train_evaluate(recipe, raw, tmp_path):
     # so it is trained, not evaluated); the other recipes share train_common.sh, so EL suffices there
     for system in (("baseline", "el") if recipe == "iwslt14_de_en" else ("el",)):
         save = str(tmp_path / system)
-        p = sh([f"examples/{recipe}/train.sh", data, system, "1", save, *TINY])
+        sh([f"examples/{recipe}/train.sh", data, system, "1", save, *TINY])
         recs = json_records(open(os.path.join(save, "train.log")).read())
         assert [r["epoch"] for r in recs] == [1, 2]
         assert float(recs[-1]["bonus_weight"]) == (1.0 if system == "el" else 0.0)

@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from tests.helpers.cli import PLUGIN, run, tool, train  # noqa: E402
+from tests.helpers.cli import PLUGIN, at_once, run, tool, train  # noqa: E402
 
 # fairseq's own command-line entry points, started in a process where
 # `import wce_fairseq` fails: what a colleague without the plugin has.
@@ -19,17 +19,9 @@ WITHOUT_PLUGIN = ("import sys; sys.modules['wce_fairseq'] = None; import runpy; 
 
 
 def _without_plugin(module, *args):
-    env_extra = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # torch >= 2.6 and any fairseq checkpoint, stock too
-    old = {k: os.environ.get(k) for k in env_extra}
-    os.environ.update(env_extra)
-    try:
-        return run([sys.executable, "-c", WITHOUT_PLUGIN, module, *args], check=False)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    # torch >= 2.6 and any fairseq checkpoint, stock too
+    return run([sys.executable, "-c", WITHOUT_PLUGIN, module, *args], check=False,
+               env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
 
 
 def _hypotheses(text):
@@ -50,13 +42,12 @@ def trained(tmp_path_factory, toy_data):
 def test_exported_checkpoint_decodes_identically_without_the_plugin(trained):
     data, ckpt, root = trained
     out = root / "exported.pt"
-    p = run([tool("python"), "-m", "wce_fairseq.tools.export", str(ckpt), str(out)])
+    gen = ["--beam", "2", "--batch-size", "32", "--cpu", "--gen-subset", "valid"]
+    p, mine = at_once(lambda: run([tool("python"), "-m", "wce_fairseq.tools.export", str(ckpt), str(out)]),
+                      lambda: run([tool("fairseq-generate"), data, "--user-dir", PLUGIN, "--task",
+                                   "translation_encouraging", "--path", str(ckpt), *gen]))
     assert "task translation, criterion label_smoothed_cross_entropy" in p.stdout
-    gen = ["--path", None, "--beam", "2", "--batch-size", "32", "--cpu", "--gen-subset", "valid"]
-    gen[1] = str(ckpt)
-    mine = run([tool("fairseq-generate"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging", *gen])
-    gen[1] = str(out)
-    theirs = _without_plugin("fairseq_cli.generate", data, "--task", "translation", *gen)
+    theirs = _without_plugin("fairseq_cli.generate", data, "--task", "translation", "--path", str(out), *gen)
     assert theirs.returncode == 0, theirs.stderr[-3000:]
     assert "wce_fairseq" not in theirs.stderr
     assert _hypotheses(theirs.stdout) == _hypotheses(mine.stdout) and len(_hypotheses(mine.stdout)) > 20
@@ -78,12 +69,13 @@ def test_exported_checkpoint_validates_without_the_plugin(trained):
     not change) equals the plugin's validation of the original."""
     data, ckpt, root = trained
     out = root / "exported_v.pt"
-    run([tool("python"), "-m", "wce_fairseq.tools.export", str(ckpt), str(out)])
     common = ["--cpu", "--max-tokens", "1200", "--log-format", "json"]
-    failing = _without_plugin("fairseq_cli.validate", data, "--task", "translation", "--path", str(ckpt), *common)
+    _, failing, mine = at_once(
+        lambda: run([tool("python"), "-m", "wce_fairseq.tools.export", str(ckpt), str(out)]),
+        lambda: _without_plugin("fairseq_cli.validate", data, "--task", "translation", "--path", str(ckpt), *common),
+        lambda: run([tool("fairseq-validate"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging",
+                     "--path", str(ckpt), *common]))
     assert failing.returncode != 0 and "translation_encouraging" in failing.stderr
-    mine = run([tool("fairseq-validate"), data, "--user-dir", PLUGIN, "--task", "translation_encouraging",
-                "--path", str(ckpt), *common])
     theirs = _without_plugin("fairseq_cli.validate", data, "--task", "translation", "--path", str(out), *common)
     assert theirs.returncode == 0, theirs.stderr[-3000:]
 
