@@ -19,8 +19,9 @@ warp in steps of 256 (8 per thread), and at most ``MAX_WARPS[arch]`` warps.
   targets: 25–37 % on an H100. E = 4 it is: 16-byte loads for fp32, 8-byte
   for bf16/fp16 (10 KiB of bf16 in flight per H100 SM, below what saturates
   its bandwidth: the reason ``WCE_TRITON_AUTOTUNE`` offers wider tiles).
-* Backward keeps no sums: at E = 8 it needs 22–46 registers, 100 %
-  occupancy everywhere, with 16-byte loads for bf16/fp16 (32 KiB per SM).
+* Backward keeps no sums: at E = 8 the paper's variant needs 30–52
+  registers, 75–100 % occupancy (100 % in bf16/fp16 everywhere), with
+  16-byte loads for bf16/fp16 (32 KiB per SM).
 
 Neither depends on V beyond the number of tiles, ``ceil(V / BLOCK)`` (the
 masked lanes of the last one load nothing), nor on the dtype: one
