@@ -68,14 +68,16 @@ def _check_scores(folder, case):
 
 
 @pytest.fixture(scope="module")
-def pipelines(raw, tmp_path_factory):
-    """The three recipes' whole runs (each process single-threaded) side by
+def pipelines(raw, tmp_path_factory, request):
+    """The selected recipes' whole runs (each process single-threaded) side by
     side on the machine's cores: recipe -> a future that raises what its
     pipeline raised."""
     from concurrent.futures import ThreadPoolExecutor
 
+    selected = {item.callspec.params["recipe"] for item in request.session.items
+                if item.originalname == "test_recipe_prepare_train_evaluate"}
     ex = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
-    runs = {r: ex.submit(_prepare_train_evaluate, r, raw, tmp_path_factory.mktemp(r)) for r in RECIPES}
+    runs = {r: ex.submit(_prepare_train_evaluate, r, raw, tmp_path_factory.mktemp(r)) for r in RECIPES if r in selected}
     yield runs
     ex.shutdown(wait=True)
 
