@@ -7,8 +7,9 @@ pushed through the projection at once:
 
     ∂L/∂h_c = G_c W,    ∂L/∂W += G_c^T h_c,    ∂L/∂b += Σ_rows G_c
 
-so the N×V logits never exist: peak loss memory is one chunk of logits plus
-the gradients of h, W (and b), whatever N is. Only ``reduction`` "sum" or
+so the N×V logits never exist: peak loss memory is one chunk of logits (one
+buffer, reused by every chunk) plus the gradients of h, W (and b), whatever N
+is. Only ``reduction`` "sum" or
 "mean" (a per-token upstream gradient would have to reach inside the chunks).
 """
 from __future__ import annotations
@@ -65,11 +66,18 @@ class FusedLinearEncouragingLoss(torch.autograd.Function):
         lowp = _logits_dtype(h, weight)
         w_lowp = weight.to(lowp) if lowp is not None else None
         loss_kernel = kernel(impl)
+        # one chunk of logits, written over by each chunk's matmul and then by its
+        # gradient: a single chunk-sized buffer is all the loop holds
+        z_buf = torch.empty(min(step, N), V, dtype=f32, device=h.device)
         with torch.autocast(h.device.type, enabled=False):  # each matmul below in the dtype it names
             for c0 in range(0, N, step):
                 c1 = min(c0 + step, N)
                 hc = h[c0:c1].to(f32)
-                z = (h[c0:c1].to(lowp) @ w_lowp.t()).to(f32) if lowp is not None else hc @ wf.t()
+                z = z_buf[: c1 - c0]
+                if lowp is not None:
+                    z.copy_(h[c0:c1].to(lowp) @ w_lowp.t())
+                else:
+                    torch.mm(hc, wf.t(), out=z)
                 if bias is not None:
                     z += bias.to(f32)
                 out = loss_kernel.forward(z, targets.slice(c0, c1), spec, want_stats=want_stats,
