@@ -52,3 +52,33 @@ def test_device_path_with_two_classes(impl):
         results.append((res.loss.detach(), res.stats.vector(), x.grad))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("impl", impls.FUSED)
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("upstream", [1.0, 2.0, -0.5])
+def test_a_scalar_upstream_gradient_scales_the_gradient_formed_in_forward(impl, reduction, upstream):
+    """fp32 logits on the CPU: the gradient is formed in forward and only
+    scaled in backward (left alone for an upstream 1); against the float64
+    reference's autograd."""
+    from tests.helpers.reference import el_reference, reduce
+
+    z, t = confident_rows(N=24, pad_every=5)
+    spec = SPECS[0]
+    x = z.clone().requires_grad_(True)
+    (encouraging_loss_parts(x, t, spec, reduction=reduction, impl=impl).loss * upstream).backward()
+    xr = z.double().requires_grad_(True)
+    opts = dict(label_smoothing=spec.label_smoothing, log_end=spec.log_end, bonus=spec.bonus,
+                bonus_weight=spec.bonus_weight, bonus_gamma=spec.bonus_gamma, bonus_start=spec.bonus_start,
+                bonus_smoothing=spec.bonus_smoothing)
+    (reduce(el_reference(xr, t, **opts)[0], t, reduction) * upstream).backward()
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_scaled_by_upstream_in_place():
+    from wce_fairseq.ops.function import scaled_by_upstream
+
+    grad = torch.arange(6.0).reshape(2, 3)
+    assert scaled_by_upstream(grad, torch.tensor(1.0), "mean") is grad and grad.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert scaled_by_upstream(grad, torch.tensor(2.0), "sum") is grad and grad.tolist() == [[0, 2, 4], [6, 8, 10]]
+    assert scaled_by_upstream(grad, torch.tensor([1.0, -1.0]), "none").tolist() == [[0, 2, 4], [-6, -8, -10]]

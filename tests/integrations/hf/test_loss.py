@@ -258,7 +258,8 @@ def test_progress_and_the_schedule_s_length():
     fn.set_progress(40, epoch=2.5)  # two epochs finished of four
     assert fn.bonus_weight_now == 1.5
     for bad in (0, _sys.maxsize):  # nothing to span: no epochs, or the Trainer's "unknown"
-        with pytest.raises(ELConfigError, match="bonus_schedule_length"):
+        with pytest.raises(ELConfigError, match="without bonus_schedule_length spans the run, whose length in "
+                                                "epochs the Trainer does not know"):
             _fn(shift_labels=False, bonus_schedule="cos", bonus_schedule_unit="epoch").fit_schedule_to(10, bad)
     one = _fn(shift_labels=False, bonus_schedule="linear")
     one.fit_schedule_to(max_steps=1, num_train_epochs=1)  # a one-update run
@@ -268,3 +269,30 @@ def test_progress_and_the_schedule_s_length():
     exp.fit_schedule_to(max_steps=10, num_train_epochs=1)
     exp.set_progress(5)
     assert exp.bonus_weight_now == pytest.approx(math.exp((0.5 - 1.0) * 3.0))
+
+
+@pytest.mark.parametrize("opts", [
+    dict(label_smoothing=0.2, bonus="power", bonus_weight=2.0, bonus_gamma=0.5, bonus_start=0.1,
+         bonus_smoothing=0.05),
+    dict(label_smoothing=0.1, log_end=0.75, bonus="log", bonus_weight=0.5, bonus_start=0.2, bonus_smoothing=0.0),
+    dict(label_smoothing=0.1, bonus="cos", bonus_weight=1.5),
+])
+def test_every_loss_option_reaches_the_loss(opts):
+    """Each option, none at its default, against the float64 reference given
+    the same options."""
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(2, 6, 13, generator=g, dtype=torch.float64) * 3
+    labels = torch.randint(0, 13, (2, 6), generator=g)
+    labels[0, :2] = -100
+    loss = _fn(shift_labels=False, **opts)({"logits": z.float()}, labels)
+    ref = el_reference(z, labels, **opts)[0].sum() / (labels != -100).sum()
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, want", [("linear", 0.0), ("cos", 0.0), ("exp", 3.0 * math.exp(-2.0))])
+def test_a_schedule_starts_at_its_value_at_zero(kind, want):
+    """Before any progress (an evaluation before training), rho_0 = rho r(0)."""
+    for length in (None, 10):
+        fn = _fn(shift_labels=False, bonus_weight=3.0, bonus_schedule=kind, bonus_schedule_length=length,
+                 **(dict(bonus_schedule_exp_ratio=2.0) if kind == "exp" else {}))
+        assert fn.bonus_weight_now == pytest.approx(want, abs=1e-15)
