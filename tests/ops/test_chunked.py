@@ -66,3 +66,27 @@ def test_margin_when_the_target_leads_past_exp_range(sync_free):
     st = ChunkedKernel.forward(z, prepare_targets(t, 50, -100), SPECS[0], want_stats=True, sync_free=sync_free).stats
     assert st.sum_margin.item() == pytest.approx(187.5 + 1.0 - 500.0 + 1e4, abs=1e-3)
     assert st.n_correct.item() == 3  # rows whose argmax is the target
+
+
+@pytest.mark.parametrize("spec", [BonusSpec(label_smoothing=0.1, log_end=0.3),
+                                  BonusSpec(label_smoothing=0.1, log_end=0.6, bonus_start=0.2),
+                                  BonusSpec(label_smoothing=0.1, log_end=1.0, bonus_start=0.1),
+                                  BonusSpec(label_smoothing=0.1, bonus="cos", bonus_smoothing=0.05),
+                                  BonusSpec(label_smoothing=0.1)],
+                         ids=["log-0.3", "log-start", "log-1-start", "cos", "log-0.5"])
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_gradient_formed_in_backward_against_the_reference(spec, sync_free):
+    """The backward pass from the saved row state (what bf16 logits and the
+    device path run), bonus curves off the branch-free path included, against
+    autograd of the float64 reference."""
+    from tests.helpers.reference import el_reference
+
+    z, t = confident_rows(pad_every=4)
+    targets = prepare_targets(t, z.shape[1], -100)
+    fwd = ChunkedKernel.forward(z, targets, spec, want_stats=False, save_rows=True, sync_free=sync_free, chunk_rows=7)
+    grad = ChunkedKernel.backward(z, targets, spec, fwd.rows, grad_scale(targets, "sum"), sync_free=sync_free,
+                                  chunk_rows=7)
+    zr = z.double().requires_grad_(True)
+    el_reference(zr, t, label_smoothing=spec.label_smoothing, log_end=spec.log_end, bonus=spec.bonus,
+                 bonus_start=spec.bonus_start, bonus_smoothing=spec.bonus_smoothing)[0].sum().backward()
+    torch.testing.assert_close(grad.double(), zr.grad, rtol=1e-5, atol=1e-6)
