@@ -12,11 +12,12 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 bash scripts/setup_env.sh --test
 .venv/bin/python -c "import mutmut" 2>/dev/null || .venv/bin/python -m pip -q install mutmut==3.8.1
+children=$(nproc)  # before OMP_NUM_THREADS=1, which nproc would report
 export OMP_NUM_THREADS=1 TRITON_INTERPRET=1
 status=0
 if [ "$what" = python ] || [ "$what" = all ]; then
   rm -rf mutants
-  .venv/bin/mutmut run --max-children "$(nproc)"
+  .venv/bin/mutmut run --max-children "$children"
   .venv/bin/mutmut results --all true | .venv/bin/python scripts/mutation/summary.py || status=1
 fi
 if [ "$what" = triton ] || [ "$what" = all ]; then
