@@ -90,3 +90,20 @@ def test_gradient_formed_in_backward_against_the_reference(spec, sync_free):
     el_reference(zr, t, label_smoothing=spec.label_smoothing, log_end=spec.log_end, bonus=spec.bonus,
                  bonus_start=spec.bonus_start, bonus_smoothing=spec.bonus_smoothing)[0].sum().backward()
     torch.testing.assert_close(grad.double(), zr.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_backward_writes_over_the_logits_only_when_asked(inplace):
+    """inplace=True: the gradient takes the logits' memory (no second N x V
+    tensor); otherwise the logits are left as they were."""
+    z, t = confident_rows(N=12)
+    z = z.to(torch.bfloat16)
+    before = z.clone()
+    targets = prepare_targets(t, z.shape[1], -100)
+    fwd = ChunkedKernel.forward(z, targets, SPECS[0], want_stats=False, save_rows=True)
+    grad = ChunkedKernel.backward(z, targets, SPECS[0], fwd.rows, grad_scale(targets, "sum"), inplace=inplace)
+    assert (grad.data_ptr() == z.data_ptr()) is inplace
+    if not inplace:
+        assert torch.equal(z, before)
+    want = ChunkedKernel.backward(before, targets, SPECS[0], fwd.rows, grad_scale(targets, "sum"))
+    torch.testing.assert_close(grad, want, rtol=0, atol=0)
