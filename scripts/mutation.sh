@@ -6,9 +6,7 @@
 #      (scripts/mutation/triton_mutants.py), which mutmut cannot reach.
 # Prints the score (survivors listed in scripts/mutation/equivalent.txt are
 # left out of it, with the reason there) and every survivor not listed.
-#   scripts/mutation.sh [python|resume|triton|all]      default: all
-# "resume" carries on a stopped run of the Python modules (mutants/ keeps
-# each verdict; changing setup.cfg's test selection starts it over).
+#   scripts/mutation.sh [python|triton|all]      default: all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -17,8 +15,8 @@ bash scripts/setup_env.sh --test
 children=$(nproc)  # before OMP_NUM_THREADS=1, which nproc would report
 export OMP_NUM_THREADS=1 TRITON_INTERPRET=1
 status=0
-if [ "$what" = python ] || [ "$what" = resume ] || [ "$what" = all ]; then
-  [ "$what" = resume ] || rm -rf mutants
+if [ "$what" = python ] || [ "$what" = all ]; then
+  rm -rf mutants
   .venv/bin/mutmut run --max-children "$children"
   .venv/bin/mutmut results --all true | .venv/bin/python scripts/mutation/summary.py || status=1
 fi
