@@ -9,8 +9,8 @@ pushed through the projection at once:
 
 so the N×V logits never exist: peak loss memory is one chunk of logits (one
 buffer, reused by every chunk) plus the gradients of h, W (and b), whatever N
-is. Only ``reduction`` "sum" or
-"mean" (a per-token upstream gradient would have to reach inside the chunks).
+is. Only ``reduction`` "sum" or "mean" (a per-token upstream gradient would
+have to reach inside the chunks).
 """
 from __future__ import annotations
 
