@@ -1,4 +1,6 @@
 """ops/chunked.py: the stages, the device (sync-free) and CPU paths, chunking."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -87,8 +89,7 @@ def test_gradient_formed_in_backward_against_the_reference(spec, sync_free):
     grad = ChunkedKernel.backward(z, targets, spec, fwd.rows, grad_scale(targets, "sum"), sync_free=sync_free,
                                   chunk_rows=7)
     zr = z.double().requires_grad_(True)
-    el_reference(zr, t, label_smoothing=spec.label_smoothing, log_end=spec.log_end, bonus=spec.bonus,
-                 bonus_start=spec.bonus_start, bonus_smoothing=spec.bonus_smoothing)[0].sum().backward()
+    el_reference(zr, t, **dataclasses.asdict(spec))[0].sum().backward()
     torch.testing.assert_close(grad.double(), zr.grad, rtol=1e-5, atol=1e-6)
 
 
