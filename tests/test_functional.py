@@ -101,6 +101,30 @@ def test_parts_nll_bonus_and_stats(impl):
                                rtol=1e-5, atol=1e-4)
 
 
+def test_a_tie_with_the_target_counts_as_wrong(impl):
+    """n_correct counts the rows whose target logit is above every other; a
+    tie at the top is not one of them (its margin is 0)."""
+    z = torch.zeros(3, 8)
+    z[0, 2], z[0, 5] = 4.0, 4.0  # target 2 tied with 5 at the top
+    z[1, 3], z[1, 1] = 4.0, 1.5  # target 3 ahead by 2.5
+    z[2, 6], z[2, 0] = 1.0, 3.0  # target 6 behind by 2
+    target = torch.tensor([2, 3, 6])
+    st = encouraging_loss_parts(z, target, BonusSpec(label_smoothing=0.1), impl=impl, want_stats=True).stats
+    assert st.n_correct.item() == 1
+    assert st.sum_margin.item() == pytest.approx(0.0 + 2.5 - 2.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_parts_are_float32_and_stats_only_when_asked(impl, dtype):
+    """Loss, NLL and bonus come back in float32 for float32 and half inputs,
+    whatever precision the implementation computes in; no diagnostics unless
+    asked for."""
+    logits, target = make_inputs((9, 40), dtype, 3)
+    res = encouraging_loss_parts(logits, target, BonusSpec(label_smoothing=0.1), impl=impl)
+    assert [x.dtype for x in (res.loss, res.nll_loss, res.bonus_loss)] == [torch.float32] * 3
+    assert res.stats is None
+
+
 def test_bonus_weight_zero_is_label_smoothed_ce(impl):
     """ρ = 0 (or --bonus none) is fairseq's label-smoothed CE; ε = 0 is plain CE."""
     logits, target = make_inputs((11, 50), torch.float32, 5)

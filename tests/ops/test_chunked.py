@@ -8,8 +8,21 @@ from tests.helpers.data import SPEC_IDS, SPECS, confident_rows, make_inputs
 from tests.helpers.sync_counter import SyncCounter
 from wce_fairseq.functional import encouraging_loss_parts
 from wce_fairseq.ops.bonus import BonusSpec
-from wce_fairseq.ops.chunked import ChunkedKernel
+from wce_fairseq.ops.chunked import ChunkedKernel, fast_log_bonus
 from wce_fairseq.ops.common import grad_scale, prepare_targets
+
+
+@pytest.mark.parametrize("spec, fast", [
+    (BonusSpec(label_smoothing=0.1), True),  # the paper's settings: LE = 0.5
+    (BonusSpec(log_end=1.0), True),
+    (BonusSpec(log_end=0.49), False),  # the tangent reaches below p = 1/2
+    (BonusSpec(bonus_start=0.1), False),
+    (BonusSpec(bonus="power", bonus_gamma=1.0), False),
+])
+def test_the_branch_free_bonus_pass_takes_the_papers_settings(spec, fast):
+    """The branch-free pass holds where every entry it sees has p <= 1/2 on
+    the log curve: log bonus, no start, LE >= 1/2 (LE = 0.5 included)."""
+    assert fast_log_bonus(spec) is fast
 
 
 def test_chunk_size_does_not_matter():
