@@ -117,12 +117,33 @@ def test_a_tie_with_the_target_counts_as_wrong(impl):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_parts_are_float32_and_stats_only_when_asked(impl, dtype):
     """Loss, NLL and bonus come back in float32 for float32 and half inputs,
-    whatever precision the implementation computes in; no diagnostics unless
-    asked for."""
+    whatever precision the implementation computes in, only the loss
+    differentiable; no diagnostics unless asked for."""
     logits, target = make_inputs((9, 40), dtype, 3)
     res = encouraging_loss_parts(logits, target, BonusSpec(label_smoothing=0.1), impl=impl)
     assert [x.dtype for x in (res.loss, res.nll_loss, res.bonus_loss)] == [torch.float32] * 3
     assert res.stats is None
+    x = logits.clone().requires_grad_(True)
+    res = encouraging_loss_parts(x, target, BonusSpec(label_smoothing=0.1), impl=impl)
+    # the loss carries the gradient; its NLL and bonus parts are for the log only
+    assert res.loss.requires_grad and not res.nll_loss.requires_grad and not res.bonus_loss.requires_grad
+
+
+def test_ignore_index_other_than_the_default(impl):
+    """fairseq's padding index (1) is a valid class id: its rows are left out
+    of the loss, the other rows of class 1 are not (against the reference)."""
+    logits, target = make_inputs((12, 30), torch.float32, 7)
+    target = torch.where(target == -100, 1, target)
+    target[::3] = 1
+    x = logits.clone().requires_grad_(True)
+    res = encouraging_loss_parts(x, target, BonusSpec(label_smoothing=0.1), ignore_index=1, reduction="sum", impl=impl)
+    res.loss.backward()
+    xr = logits.double().requires_grad_(True)
+    ref = el_reference(xr, target, label_smoothing=0.1, ignore_index=1)[0].sum()
+    ref.backward()
+    torch.testing.assert_close(res.loss.double(), ref.detach(), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-5, atol=1e-6)
+    assert float(x.grad[target == 1].abs().max()) == 0.0
 
 
 def test_bonus_weight_zero_is_label_smoothed_ce(impl):
@@ -161,17 +182,20 @@ def test_no_grad_forward_matches(impl, opts):
 
 
 @pytest.mark.parametrize("impl", impls.FUSED)
-def test_inplace_backward_matches(impl):
+@pytest.mark.parametrize("sync_free", [False, True])  # gradient formed in forward, or from the row state in backward
+def test_inplace_backward_matches(impl, sync_free):
+    """inplace_backward=True: the same gradient, written over the logits'
+    memory; without it the logits are left as they were."""
     logits, target = make_inputs((8, 64), torch.float32, 11)
     spec = BonusSpec(label_smoothing=0.1, log_end=0.75)
     a = logits.clone().requires_grad_()
-    encouraging_loss_parts(a, target, spec, impl=impl).loss.backward()
-    # in-place: the gradient is written over the logits buffer during forward
-    buf = logits.clone()
-    b = buf.requires_grad_()
-    res = encouraging_loss_parts(b, target, spec, impl=impl, inplace_backward=True)
-    res.loss.backward()
+    encouraging_loss_parts(a, target, spec, impl=impl, sync_free=sync_free).loss.backward()
+    assert a.grad.data_ptr() != a.data_ptr()
+    torch.testing.assert_close(a.detach(), logits)
+    b = logits.clone().requires_grad_()
+    encouraging_loss_parts(b, target, spec, impl=impl, sync_free=sync_free, inplace_backward=True).loss.backward()
     torch.testing.assert_close(b.grad, a.grad)
+    assert b.grad.data_ptr() == b.data_ptr()
 
 
 def test_core_imports_no_fairseq():
@@ -235,15 +259,16 @@ def test_double_backward(impl):
     x = logits.double().clone().requires_grad_(True)
     (g,) = torch.autograd.grad(encouraging_loss(x, target, impl=impl, label_smoothing=0.1, log_end=0.75), x,
                                create_graph=True)
+    xr = logits.double().clone().requires_grad_(True)
+    ref = reduce(el_reference(xr, target, label_smoothing=0.1, log_end=0.75)[0], target, "mean")
+    (gr,) = torch.autograd.grad(ref, xr, create_graph=True)
+    torch.testing.assert_close(g.detach(), gr.detach(), rtol=1e-5, atol=1e-7)  # the first derivative, graph kept
     if impl != "reference":
         with pytest.raises(RuntimeError, match=f"the {_concrete(impl)} encouraging loss has an analytic first "
                                                "derivative only: a second derivative"):
             torch.autograd.grad((g * v).sum(), x)
         return
     (hv,) = torch.autograd.grad((g * v).sum(), x)
-    xr = logits.double().clone().requires_grad_(True)
-    ref = reduce(el_reference(xr, target, label_smoothing=0.1, log_end=0.75)[0], target, "mean")
-    (gr,) = torch.autograd.grad(ref, xr, create_graph=True)
     (hv_ref,) = torch.autograd.grad((gr * v).sum(), xr)
     torch.testing.assert_close(hv, hv_ref, rtol=1e-9, atol=1e-12)
 

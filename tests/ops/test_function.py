@@ -13,6 +13,7 @@ from tests.helpers import impls
 from tests.helpers.data import SPEC_IDS, SPECS, confident_rows
 from tests.helpers.sync_counter import SyncCounter
 from wce_fairseq.functional import encouraging_loss_parts, self_check
+from wce_fairseq.ops.function import once_differentiable
 from wce_fairseq.ops.targets import raise_target_errors
 
 
@@ -81,3 +82,14 @@ def test_scaled_by_upstream_in_place():
     assert scaled_by_upstream(grad, torch.tensor(1.0), "mean") is grad and grad.tolist() == [[0, 1, 2], [3, 4, 5]]
     assert scaled_by_upstream(grad, torch.tensor(2.0), "sum") is grad and grad.tolist() == [[0, 2, 4], [6, 8, 10]]
     assert scaled_by_upstream(grad, torch.tensor([1.0, -1.0]), "none").tolist() == [[0, 2, 4], [-6, -8, -10]]
+
+
+def test_a_gradient_without_logits_still_refuses_a_second_derivative():
+    """The custom-op path hands over no logits: the gradient itself then
+    carries the node that raises when a second derivative is taken."""
+    grad = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    with torch.enable_grad():
+        out = once_differentiable(grad, "chunked", None)
+    torch.testing.assert_close(out.detach(), grad)
+    with pytest.raises(RuntimeError, match="the chunked encouraging loss has an analytic first derivative only"):
+        out.sum().backward()

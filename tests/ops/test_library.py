@@ -77,6 +77,22 @@ def test_backward_and_targets_operators_pass_opcheck(impl, dtype):
     torch.library.opcheck(library.targets_op, (t, 97, -100, False))
 
 
+@pytest.mark.parametrize("impl", impls.FUSED)
+def test_operator_under_create_graph_gives_the_gradient_then_refuses_a_second(impl):
+    """Called as an operator with create_graph=True: the first derivative is
+    the eager function's; a backward through it raises the clear error."""
+    z, safe, valid = _op_inputs(torch.float32)
+    t = torch.where(valid, safe, -100)
+    x = z.clone().requires_grad_(True)
+    loss = _forward_op(impl)(x, safe, valid, *library.spec_args(SPECS[0]), "mean", False, True, False, 5)[0]
+    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    eager = z.clone().requires_grad_(True)
+    encouraging_loss_parts(eager, t, SPECS[0], impl=impl).loss.backward()
+    torch.testing.assert_close(g.detach(), eager.grad)
+    with pytest.raises(RuntimeError, match="encouraging loss has an analytic first derivative only"):
+        g.sum().backward()
+
+
 def _kernel(impl):
     from wce_fairseq.ops.dispatch import kernel
 

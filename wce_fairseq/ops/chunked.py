@@ -202,8 +202,8 @@ def _bulk_sums(spec, p, t, wrong: WrongArgmax, work, need_s: bool, need_entries:
     wrong argmax, and D entry by entry (0 at those two) where wanted."""
     t_col = t.unsqueeze(1)
     if fast_log_bonus(spec):
-        # a chunk-sized work buffer, reused across chunks (no fresh pages)
-        u = torch.sub(_ONE, p, out=work[: p.shape[0]]) if work is not None else torch.rsub(p, 1.0)
+        # a chunk-sized work buffer (the second, which this path always has), reused across chunks (no fresh pages)
+        u = torch.sub(_ONE, p, out=work[: p.shape[0]])
         u.scatter_(1, t_col, 1.0)  # excluded entries contribute log 1 = 0 and D = 0
         u[wrong.rows, wrong.cols] = 1.0
         # Σ_v log(1 − p_v) = log Π_v (1 − p_v): one log per row instead of one per

@@ -112,7 +112,8 @@ def once_differentiable(grad: torch.Tensor, name: str, logits: Optional[torch.Te
            "backward) is not supported; use impl='reference' (autograd over the float64 formula) for higher "
            "derivatives")
     inputs = [grad.detach().requires_grad_(True)] + ([logits] if logits is not None and logits.requires_grad else [])
-    return torch._C._functions.DelayedError(msg, len(inputs))(*inputs)[0]
+    out = torch._C._functions.DelayedError(msg, len(inputs))(*inputs)
+    return out[0] if len(inputs) > 1 else out  # one input: the tensor itself, not a tuple
 
 
 class EncouragingLossFunction(torch.autograd.Function):
