@@ -127,6 +127,8 @@ def test_parts_are_float32_and_stats_only_when_asked(impl, dtype):
     res = encouraging_loss_parts(x, target, BonusSpec(label_smoothing=0.1), impl=impl)
     # the loss carries the gradient; its NLL and bonus parts are for the log only
     assert res.loss.requires_grad and not res.nll_loss.requires_grad and not res.bonus_loss.requires_grad
+    stats = encouraging_loss_parts(x, target, BonusSpec(label_smoothing=0.1), impl=impl, want_stats=True).stats
+    assert not any(v.requires_grad for v in stats)
 
 
 def test_ignore_index_other_than_the_default(impl):
@@ -144,6 +146,53 @@ def test_ignore_index_other_than_the_default(impl):
     torch.testing.assert_close(res.loss.double(), ref.detach(), rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-5, atol=1e-6)
     assert float(x.grad[target == 1].abs().max()) == 0.0
+    with torch.no_grad():  # the path without autograd
+        loss = encouraging_loss_parts(logits, target, BonusSpec(label_smoothing=0.1), ignore_index=1,
+                                      reduction="sum", impl=impl).loss
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-6, atol=1e-5)
+
+
+def test_nll_of_confident_tokens_to_relative_precision(impl):
+    """Tokens the model is sure of (p_t = 1 - 1e-6 ... 1 - 1e-9): their NLL,
+    about 1 - p_t, to 1e-4 relative in fp32, not to the rounding of the
+    log-normaliser (about 1e-7 absolute)."""
+    V = 50
+    lead = torch.tensor([18.0, 21.0, 24.0, 25.0])  # target logit above V - 1 zeros
+    z = torch.zeros(4, V)
+    target = torch.tensor([1, 7, 20, 49])
+    z[torch.arange(4), target] = lead
+    nll = encouraging_loss_parts(z, target, BonusSpec(label_smoothing=0.1), reduction="none", impl=impl).nll_loss
+    expect = el_reference(z, target, label_smoothing=0.1)[1]
+    torch.testing.assert_close(nll.double(), expect, rtol=1e-4, atol=0.0)
+
+
+@pytest.mark.parametrize("shape", [(64, 5), (3, 2)], ids=["rows-over-classes", "two-classes"])
+def test_more_rows_than_classes(impl, shape):
+    """Few classes and many rows (a chunk holds more rows than there are
+    classes): loss and gradient against the reference."""
+    logits, target = make_inputs(shape, torch.float32, 23)
+    x = logits.clone().requires_grad_(True)
+    loss = encouraging_loss(x, target, impl=impl, label_smoothing=0.1)
+    loss.backward()
+    xr = logits.double().requires_grad_(True)
+    ref = reduce(el_reference(xr, target, label_smoothing=0.1)[0], target, "mean")
+    ref.backward()
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_non_contiguous_logits(impl):
+    """Logits as a transposed view (a model's [V, N] output read as [N, V]):
+    loss and gradient against the reference."""
+    logits, target = make_inputs((20, 33), torch.float32, 29)
+    x = logits.t().contiguous().requires_grad_(True)  # [V, N]
+    loss = encouraging_loss(x.t(), target, impl=impl, label_smoothing=0.1, reduction="sum")
+    loss.backward()
+    xr = logits.double().requires_grad_(True)
+    ref = el_reference(xr, target, label_smoothing=0.1)[0].sum()
+    ref.backward()
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(x.grad.t().double(), xr.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_bonus_weight_zero_is_label_smoothed_ce(impl):
@@ -196,6 +245,10 @@ def test_inplace_backward_matches(impl, sync_free):
     encouraging_loss_parts(b, target, spec, impl=impl, sync_free=sync_free, inplace_backward=True).loss.backward()
     torch.testing.assert_close(b.grad, a.grad)
     assert b.grad.data_ptr() == b.data_ptr()
+    c = logits.clone()
+    with torch.no_grad():  # no gradient wanted: nothing is written over the logits
+        encouraging_loss_parts(c, target, spec, impl=impl, sync_free=sync_free, inplace_backward=True)
+    torch.testing.assert_close(c, logits)
 
 
 def test_core_imports_no_fairseq():

@@ -93,3 +93,18 @@ def test_a_gradient_without_logits_still_refuses_a_second_derivative():
     torch.testing.assert_close(out.detach(), grad)
     with pytest.raises(RuntimeError, match="the chunked encouraging loss has an analytic first derivative only"):
         out.sum().backward()
+
+
+@pytest.mark.parametrize("need_grad", [True, False])
+def test_fp32_logits_on_the_cpu_form_the_gradient_in_forward(need_grad):
+    """The chunked kernel on fp32 CPU logits forms the gradient while each
+    chunk is in cache and keeps no row state; without need_grad, neither."""
+    from wce_fairseq.ops.chunked import ChunkedKernel
+    from wce_fairseq.ops.common import prepare_targets
+    from wce_fairseq.ops.function import ImplOptions, kernel_forward
+
+    z, t = confident_rows(N=12)
+    fwd = kernel_forward(ChunkedKernel, z, prepare_targets(t, z.shape[1], -100), SPECS[0], "sum", False, need_grad,
+                         ImplOptions())
+    assert (fwd.grad is not None) is need_grad
+    assert fwd.rows is None
