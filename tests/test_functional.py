@@ -330,3 +330,20 @@ def _concrete(impl):
     from wce_fairseq.functional import resolve_impl
 
     return resolve_impl(impl, "cpu")
+
+
+def test_one_token_shapes(impl):
+    """A single token as 1-D logits with a 0-d target, and a [B, 1, V] batch of
+    one-token sequences: the reference's values."""
+    logits, target = make_inputs((4, 50), torch.float32, 31)
+    target = torch.where(target == -100, 0, target)
+    ref = el_reference(logits, target, label_smoothing=0.1)[0]
+    one = encouraging_loss(logits[2], target[2], impl=impl, label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(one.double(), ref[2], rtol=1e-6, atol=1e-6)
+    seqs = encouraging_loss(logits[:, None], target[:, None], impl=impl, label_smoothing=0.1, reduction="none")
+    torch.testing.assert_close(seqs.double(), ref[:, None], rtol=1e-6, atol=1e-6)
+
+
+def test_a_bad_id_in_a_one_token_batch_is_refused(impl):
+    with pytest.raises(IndexError, match="class id 50"):
+        encouraging_loss(torch.zeros(1, 50), torch.tensor([50]), impl=impl)
