@@ -1,5 +1,6 @@
 """ops/bonus.py: the bonus shapes, their derivatives and the option checks."""
 import math
+import re
 
 import pytest
 import torch
@@ -62,3 +63,12 @@ def test_a_start_on_the_tangent_or_in_the_clamp(log_end, start):
     b, _ = spec.curve(p, 1 - p)
     torch.testing.assert_close(b, bonus_value(p, "log", log_end, None, start), rtol=1e-12, atol=1e-12)
     assert float(b[0]) == 0.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(bonus="cos", bonus_gamma=2.0), "--bonus-gamma (bonus_gamma) applies only with --bonus power; got --bonus cos,"),
+    (dict(bonus="power", bonus_gamma=1.0, log_end=0.7), "--log-end (log_end) applies only with --bonus log; got --bonus power,"),
+])
+def test_an_option_without_effect_is_refused_naming_the_option_it_depends_on(kwargs, message):
+    with pytest.raises(ELConfigError, match=re.escape(message)):
+        BonusSpec(**kwargs)
