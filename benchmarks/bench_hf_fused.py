@@ -128,8 +128,9 @@ def main(argv=None):
             for measure in a.measure.split(","):
                 r.update(run_child(dict(spec, measure=measure)))
             rows.append(r)
-            print(f"[bench_hf_fused]   {r.get('time_s', 0) * 1000:.0f} ms, extra peak {r.get('extra_bytes', 0) / 2**30:.2f} GiB",
-                  flush=True)
+            got = ([f"{r['time_s'] * 1000:.0f} ms"] if "time_s" in r else []) + \
+                ([f"extra peak {r['extra_bytes'] / 2**30:.2f} GiB"] if "extra_bytes" in r else [])
+            print(f"[bench_hf_fused]   {', '.join(got)}", flush=True)
     import torch
 
     logits_gib = a.batch * a.length * 4 / 2**30
@@ -151,7 +152,8 @@ def main(argv=None):
                 r["mem_x_own"] = r["extra_bytes"] / by["own"]["extra_bytes"]
                 cells[2:6] = (f"{r['extra_bytes'] / 2**30:.2f}", f"{r['mem_x_own']:.2f}", f"{r['grad_bytes'] / 2**30:.2f}",
                               f"{r['grad_bytes'] / by['own']['extra_bytes']:.2f}")
-            print(f"| {vocab} | {LABEL[v]} | {' | '.join(cells[:4])} | {logits_gib * vocab:.2f} | {' | '.join(cells[4:])} |")
+            cells.insert(4, f"{logits_gib * vocab:.2f}")
+            print(f"| {vocab} | {LABEL[v]} | {' | '.join(cells)} |")
             r["tied"] = a.tied
     if a.csv:
         write_csv(rows, a.csv.replace(".csv", "_tied.csv") if a.tied else a.csv)
