@@ -13,7 +13,9 @@ from tests.helpers import impls
 from tests.helpers.data import SPEC_IDS, SPECS, confident_rows
 from tests.helpers.sync_counter import SyncCounter
 from wce_fairseq.functional import encouraging_loss_parts, self_check
-from wce_fairseq.ops.function import once_differentiable
+from wce_fairseq.ops.chunked import ChunkedKernel
+from wce_fairseq.ops.common import prepare_targets
+from wce_fairseq.ops.function import ImplOptions, kernel_forward, once_differentiable
 from wce_fairseq.ops.targets import raise_target_errors
 
 
@@ -99,10 +101,6 @@ def test_a_gradient_without_logits_still_refuses_a_second_derivative():
 def test_fp32_logits_on_the_cpu_form_the_gradient_in_forward(need_grad):
     """The chunked kernel on fp32 CPU logits forms the gradient while each
     chunk is in cache and keeps no row state; without need_grad, neither."""
-    from wce_fairseq.ops.chunked import ChunkedKernel
-    from wce_fairseq.ops.common import prepare_targets
-    from wce_fairseq.ops.function import ImplOptions, kernel_forward
-
     z, t = confident_rows(N=12)
     fwd = kernel_forward(ChunkedKernel, z, prepare_targets(t, z.shape[1], -100), SPECS[0], "sum", False, need_grad,
                          ImplOptions())
