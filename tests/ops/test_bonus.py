@@ -72,3 +72,80 @@ def test_a_start_on_the_tangent_or_in_the_clamp(log_end, start):
 def test_an_option_without_effect_is_refused_naming_the_option_it_depends_on(kwargs, message):
     with pytest.raises(ELConfigError, match=re.escape(message)):
         BonusSpec(**kwargs)
+
+
+NAN, INF = float("nan"), float("inf")
+GAMMA = "--bonus-gamma (bonus_gamma) must be a finite number > 0 with --bonus power; got "
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(label_smoothing=1.0), "--label-smoothing (label_smoothing) must be in [0, 1); got 1.0"),
+    (dict(label_smoothing=-0.1), "--label-smoothing (label_smoothing) must be in [0, 1); got -0.1"),
+    (dict(label_smoothing=NAN), "--label-smoothing (label_smoothing) must be in [0, 1); got nan"),
+    (dict(label_smoothing="0.1"), "--label-smoothing (label_smoothing) must be in [0, 1); got '0.1'"),
+    (dict(label_smoothing=True), "--label-smoothing (label_smoothing) must be in [0, 1); got True"),
+    (dict(label_smoothing=None), "--label-smoothing (label_smoothing) must be in [0, 1); got None"),
+    (dict(bonus="square"), "--bonus (bonus) must be one of ('log', 'power', 'cos', 'none'); got 'square'"),
+    (dict(log_end=0.0), "--log-end (log_end) must be in (0, 1]; got 0.0"),
+    (dict(log_end=-0.5), "--log-end (log_end) must be in (0, 1]; got -0.5"),
+    (dict(log_end=1.5), "--log-end (log_end) must be in (0, 1]; got 1.5"),
+    (dict(log_end=NAN), "--log-end (log_end) must be in (0, 1]; got nan"),
+    (dict(log_end=None), "--log-end (log_end) must be in (0, 1]; got None"),
+    (dict(bonus_weight=-0.1), "--bonus-weight (bonus_weight) must be a finite number >= 0; got -0.1"),
+    (dict(bonus_weight=INF), "--bonus-weight (bonus_weight) must be a finite number >= 0; got inf"),
+    (dict(bonus_weight=NAN), "--bonus-weight (bonus_weight) must be a finite number >= 0; got nan"),
+    (dict(bonus_weight="1"), "--bonus-weight (bonus_weight) must be a finite number >= 0; got '1'"),
+    (dict(bonus_start=1.0), "--bonus-start (bonus_start) must be in [0, 1); got 1.0"),
+    (dict(bonus_start=-0.1), "--bonus-start (bonus_start) must be in [0, 1); got -0.1"),
+    (dict(bonus_start=NAN), "--bonus-start (bonus_start) must be in [0, 1); got nan"),
+    (dict(bonus_start=False), "--bonus-start (bonus_start) must be in [0, 1); got False"),
+    (dict(bonus_smoothing=1.0),
+     "--bonus-smoothing (bonus_smoothing) must be in [0, 1) (or unset: same as --label-smoothing); got 1.0"),
+    (dict(bonus_smoothing=-0.1),
+     "--bonus-smoothing (bonus_smoothing) must be in [0, 1) (or unset: same as --label-smoothing); got -0.1"),
+    (dict(bonus_smoothing=NAN),
+     "--bonus-smoothing (bonus_smoothing) must be in [0, 1) (or unset: same as --label-smoothing); got nan"),
+    (dict(bonus_smoothing="x"),
+     "--bonus-smoothing (bonus_smoothing) must be in [0, 1) (or unset: same as --label-smoothing); got 'x'"),
+    (dict(bonus="power"), GAMMA + "None"),
+    (dict(bonus="power", bonus_gamma=0.0), GAMMA + "0.0"),
+    (dict(bonus="power", bonus_gamma=-1.0), GAMMA + "-1.0"),
+    (dict(bonus="power", bonus_gamma=INF), GAMMA + "inf"),
+    (dict(bonus="power", bonus_gamma=NAN), GAMMA + "nan"),
+    (dict(bonus="power", bonus_gamma=True), GAMMA + "True"),
+    (dict(bonus="none", bonus_weight=2.0),
+     "--bonus-weight (bonus_weight) applies only with a bonus (--bonus log, power or cos); got --bonus none, "
+     "where it would have no effect. Drop --bonus-weight or change the option it depends on."),
+    (dict(bonus="none", bonus_start=0.5),
+     "--bonus-start (bonus_start) applies only with a bonus (--bonus log, power or cos); got --bonus none, "
+     "where it would have no effect. Drop --bonus-start or change the option it depends on."),
+    (dict(bonus="none", bonus_smoothing=0.0),
+     "--bonus-smoothing (bonus_smoothing) applies only with a bonus (--bonus log, power or cos); got --bonus none, "
+     "where it would have no effect. Drop --bonus-smoothing or change the option it depends on."),
+    (dict(bonus="none", log_end=1.0),
+     "--log-end (log_end) applies only with --bonus log; got --bonus none, "
+     "where it would have no effect. Drop --log-end or change the option it depends on."),
+    (dict(bonus_gamma=2.0),
+     "--bonus-gamma (bonus_gamma) applies only with --bonus power; got --bonus log, "
+     "where it would have no effect. Drop --bonus-gamma or change the option it depends on."),
+])
+def test_an_option_outside_its_range_is_refused_with_the_whole_message(kwargs, message):
+    with pytest.raises(ELConfigError) as e:
+        BonusSpec(**kwargs)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(label_smoothing=0), dict(label_smoothing=0.0), dict(label_smoothing=0.999999),
+    dict(log_end=1), dict(log_end=1.0), dict(log_end=1e-9),
+    dict(bonus_weight=0), dict(bonus_weight=0.0), dict(bonus_weight=1e300),
+    dict(bonus_start=0.0), dict(bonus_start=0.999999),
+    dict(bonus_smoothing=0.0), dict(bonus_smoothing=0.999999),
+    dict(bonus="power", bonus_gamma=1e-9), dict(bonus="power", bonus_gamma=1e300), dict(bonus="power", bonus_gamma=2),
+    dict(bonus="cos", bonus_weight=0.0, bonus_start=0.5, bonus_smoothing=0.2),
+    dict(bonus="none", log_end=0.5, bonus_weight=1.0, bonus_start=0.0, bonus_smoothing=None),
+])
+def test_an_option_at_the_edge_of_its_range_is_kept_as_given(kwargs):
+    spec = BonusSpec(**kwargs)
+    for name, value in kwargs.items():
+        assert getattr(spec, name) == value and type(getattr(spec, name)) is type(value)
