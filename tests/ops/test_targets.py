@@ -92,3 +92,37 @@ def test_upstream_rows():
     assert upstream_rows(torch.tensor(2.0, dtype=torch.float64), 3).tolist() == [2.0, 2.0, 2.0]
     g = upstream_rows(torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.bfloat16), 4)
     assert g.dtype == torch.float32 and g.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+class _Unfinished:
+    """A deferred check whose device work has not finished (on a GPU: a copy
+    still in flight); it records being waited for."""
+
+    def __init__(self):
+        self.waited = False
+
+    def done(self):
+        return False
+
+    def wait(self):
+        self.waited = True
+
+    def error(self):
+        return None
+
+
+@pytest.mark.parametrize("pending, waited", [(3, 0), (64, 0), (65, 1), (70, 6)])
+def test_pending_checks_wait_for_the_device_only_past_the_bound(monkeypatch, pending, waited):
+    """Unfinished checks stay queued (no synchronisation) up to 64; past it the
+    oldest are waited for until 64 remain; ``wait=True`` waits for them all."""
+    import collections
+
+    from wce_fairseq.ops import targets
+
+    checks = [_Unfinished() for _ in range(pending)]
+    monkeypatch.setattr(targets, "_PENDING", collections.deque(checks))
+    raise_target_errors()
+    assert [c.waited for c in checks] == [True] * waited + [False] * (pending - waited)
+    assert list(targets._PENDING) == checks[waited:]
+    raise_target_errors(wait=True)
+    assert all(c.waited for c in checks) and not targets._PENDING
