@@ -5,7 +5,8 @@
 #   2. hand-written one-line mutations of the Triton kernels
 #      (scripts/mutation/triton_mutants.py), which mutmut cannot reach.
 # Prints the score (survivors listed in scripts/mutation/equivalent.txt are
-# left out of it, with the reason there) and every survivor not listed.
+# left out of it, with the reason there; those in killed_outside.txt are named
+# with the test that kills them) and every other survivor.
 #   scripts/mutation.sh [python|triton|all]      default: all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ children=$(nproc)  # before OMP_NUM_THREADS=1, which nproc would report
 export OMP_NUM_THREADS=1 TRITON_INTERPRET=1
 status=0
 if [ "$what" = python ] || [ "$what" = all ]; then
+  # always a fresh mutants/: over an existing one, mutmut 3.8.1 measures coverage
+  # through the mutated copies, gets part of it and numbers the mutants anew
   rm -rf mutants
   .venv/bin/mutmut run --max-children "$children"
   .venv/bin/mutmut results --all true | .venv/bin/python scripts/mutation/summary.py || status=1
