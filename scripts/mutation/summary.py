@@ -15,6 +15,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SETTLED = ("killed", "equivalent", "killed outside")  # the verdicts that leave nothing open
 
 
 def listed(file_name):
@@ -44,16 +45,16 @@ def main():
         elif verdict != "killed" and name in outside:
             verdict = "killed outside"
         per_module[module][verdict] += 1
-        if verdict not in ("killed", "equivalent", "killed outside"):
+        if verdict not in SETTLED:
             open_survivors.append(f"{name}: {verdict}")
     total = collections.Counter()
     print("| module | mutants | killed | equivalent | other |")
     print("|---|---:|---:|---:|---:|")
     for module, c in sorted(per_module.items()):
         total.update(c)
-        other = sum(v for k, v in c.items() if k not in ("killed", "equivalent", "killed outside"))
+        other = sum(v for k, v in c.items() if k not in SETTLED)
         print(f"| {module} | {sum(c.values())} | {c['killed']} | {c['equivalent']} | {other} |")
-    other = sum(v for k, v in total.items() if k not in ("killed", "equivalent", "killed outside"))
+    other = sum(v for k, v in total.items() if k not in SETTLED)
     print(f"| all | {sum(total.values())} | {total['killed']} | {total['equivalent']} | {other} |")
     scored = sum(total.values()) - total["equivalent"]
     print(f"\nscore: {total['killed']} killed by mutmut of {scored} non-equivalent mutants = "
